@@ -1,0 +1,58 @@
+"""Manifest builders: turn public datasets in their original (raw) layout into manifest CSV frames.
+
+Each module documents the raw layout it expects and exposes ``build(root, **options) -> pd.DataFrame`` in the
+manifest schema of :mod:`modan_monai.data.manifest` with absolute paths. Write a frame with
+:func:`modan_monai.data.write_manifest`, or use ``scripts/build_manifest.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import busi, dicom_dir, head_ct, jsrt, medmnist, mrnet, radimagenet, shared_pretrain
+from .combine import combine, summarize
+from .shared_pretrain import subsample
+
+__all__ = ["BUILDERS", "build_manifest", "combine", "subsample", "summarize"]
+
+#: builder name -> ``build(root, **options)``.
+BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "dicom_dir": dicom_dir.build,
+    "busi": busi.build,
+    "medmnist": medmnist.build,
+    "jsrt": jsrt.build,
+    "head_ct": head_ct.build,
+    "mrnet": mrnet.build,
+    "radimagenet": radimagenet.build,
+    "shared_pretrain": shared_pretrain.build,
+}
+
+
+def build_manifest(kind: str, root: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """Build a manifest frame with the builder ``kind`` (``-`` and ``_`` are interchangeable).
+
+    Args:
+        kind: a key of :data:`BUILDERS`.
+        root: raw dataset root passed to the builder.
+        kwargs: builder options (see each module).
+
+    Returns:
+        The manifest frame.
+
+    Raises:
+        ValueError: for an unknown kind or an option the builder does not take.
+    """
+    name = kind.replace("-", "_")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown manifest builder {kind!r}; known: {sorted(BUILDERS)}.")
+    accepted = inspect.signature(BUILDERS[name]).parameters
+    unexpected = [k for k in kwargs if k not in accepted]
+    if unexpected:
+        options = [p for p in accepted if p != "root"]
+        raise ValueError(f"builder {name!r} does not take option(s) {unexpected}; options: {options}.")
+    return BUILDERS[name](root, **kwargs)

@@ -1,0 +1,114 @@
+"""Manifest builder for MRNet knee MRI (Bien et al. 2018, Stanford ML Group).
+
+Expected raw layout (the ``MRNet-v1.0`` release)::
+
+    MRNet-v1.0/train/{axial,coronal,sagittal}/0000.npy ... 1129.npy   (slices, 256, 256) uint8, one file per exam
+    MRNet-v1.0/valid/{axial,coronal,sagittal}/1130.npy ... 1249.npy
+    MRNet-v1.0/train-acl.csv, train-abnormal.csv, train-meniscus.csv   lines "case,label" without a header
+    MRNet-v1.0/valid-acl.csv, valid-abnormal.csv, valid-meniscus.csv
+
+One row per (exam, plane) volume: ``index`` empty (the dataset expands slices), ``plane`` column, ``split`` ``train``
+(from ``train/``) or ``val`` (from ``valid/``), ``case_id`` ``"<folder>-<NNNN>"`` (e.g. ``train-0000``: the three
+planes of one exam share it), label columns ``abnormal`` / ``acl`` / ``meniscus`` for the CSVs present, ``modality``
+``MR``, ``anatomy`` ``knee``. Every exam must have all requested planes and a row in every label CSV present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ._common import as_frame, preview, require_dir
+
+__all__ = ["MRNET_FOLDERS", "MRNET_PLANES", "MRNET_TASKS", "build"]
+
+MRNET_PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
+MRNET_TASKS: tuple[str, ...] = ("abnormal", "acl", "meniscus")
+#: raw folder -> manifest split
+MRNET_FOLDERS: dict[str, str] = {"train": "train", "valid": "val"}
+
+
+def _read_labels(csv: Path) -> dict[int, int]:
+    table = pd.read_csv(csv, header=None, dtype=str)
+    if table.shape[1] != 2:
+        raise ValueError(f"MRNet labels {csv}: expected 2 columns 'case,label' without header, got {table.shape[1]}.")
+    labels: dict[int, int] = {}
+    for row, (case, label) in enumerate(zip(table[0], table[1])):
+        try:
+            labels[int(str(case).strip())] = int(str(label).strip())
+        except ValueError as err:
+            raise ValueError(f"MRNet labels {csv} row {row}: expected integers 'case,label', got "
+                             f"{case!r},{label!r}.") from err
+    return labels
+
+
+def build(
+    root: str | Path,
+    dataset: str = "mrnet",
+    planes: Sequence[str] = MRNET_PLANES,
+    folders: Sequence[str] = tuple(MRNET_FOLDERS),
+) -> pd.DataFrame:
+    """Build the MRNet manifest.
+
+    Args:
+        root: the ``MRNet-v1.0`` folder.
+        dataset: value of the ``dataset`` column.
+        planes: planes to list.
+        folders: raw split folders to read (``train``, ``valid``).
+
+    Returns:
+        Manifest frame, one row per exam and plane.
+
+    Raises:
+        FileNotFoundError: if a split or plane folder is missing.
+        ValueError: for an unknown plane/folder, a file not named ``NNNN.npy``, an exam missing a plane, or label
+            CSVs that do not match the exams.
+    """
+    folder = require_dir(root, "MRNet root")
+    unknown = [p for p in planes if p not in MRNET_PLANES] + [f for f in folders if f not in MRNET_FOLDERS]
+    if unknown:
+        raise ValueError(
+            f"MRNet: unknown plane/folder {unknown}; planes {MRNET_PLANES}, folders {tuple(MRNET_FOLDERS)}."
+        )
+    rows = []
+    for raw in folders:
+        exams: dict[str, dict[int, Path]] = {}
+        for plane in planes:
+            plane_dir = require_dir(folder / raw / plane, f"MRNet {raw}/{plane}")
+            files = sorted(p for p in plane_dir.iterdir() if p.is_file())
+            bad = [p.name for p in files if p.suffix != ".npy" or not p.stem.isdigit()]
+            if bad:
+                raise ValueError(f"MRNet folder {plane_dir}: unexpected file(s) {preview(bad)} (expected NNNN.npy).")
+            exams[plane] = {int(p.stem): p for p in files}
+        cases = sorted(set().union(*(set(e) for e in exams.values())))
+        for plane, found in exams.items():
+            missing = [f"{c:04d}" for c in cases if c not in found]
+            if missing:
+                raise ValueError(f"MRNet {raw}/{plane}: exam(s) {preview(missing)} have other planes but no {plane} "
+                                 "volume.")
+        tasks = {}
+        for task in MRNET_TASKS:
+            csv = folder / f"{raw}-{task}.csv"
+            if csv.is_file():
+                tasks[task] = _read_labels(csv)
+                no_label = [f"{c:04d}" for c in cases if c not in tasks[task]]
+                no_exam = [f"{c:04d}" for c in tasks[task] if c not in set(cases)]
+                if no_label or no_exam:
+                    raise ValueError(f"MRNet labels {csv}: exams without a label {preview(no_label)}; labels without "
+                                     f"an exam {preview(no_exam)}.")
+        for case in cases:
+            for plane in planes:
+                row = {
+                    "path": str(exams[plane][case]),
+                    "modality": "MR",
+                    "anatomy": "knee",
+                    "split": MRNET_FOLDERS[raw],
+                    "dataset": dataset,
+                    "case_id": f"{raw}-{case:04d}",
+                    "plane": plane,
+                }
+                row.update({task: labels[case] for task, labels in tasks.items()})
+                rows.append(row)
+    return as_frame(rows, f"MRNet root {folder}")

@@ -1,0 +1,31 @@
+"""Manifests, metadata vocabularies, image readers, datasets and the embedded demo corpus."""
+
+from __future__ import annotations
+
+from .demo import ensure_demo_corpus, make_demo_corpus
+from .manifest import (
+    MANIFEST_COLUMNS,
+    REQUIRED_COLUMNS,
+    manifest_to_datalist,
+    read_manifest,
+    write_manifest,
+)
+from .readers import DicomReader, NpzReader, read_image_row
+from .slicing import expand_volume_slices
+from .vocabulary import MetadataVocabulary, default_vocabulary_path
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "DicomReader",
+    "MetadataVocabulary",
+    "NpzReader",
+    "default_vocabulary_path",
+    "ensure_demo_corpus",
+    "expand_volume_slices",
+    "make_demo_corpus",
+    "manifest_to_datalist",
+    "read_image_row",
+    "read_manifest",
+    "write_manifest",
+]

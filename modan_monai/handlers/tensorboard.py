@@ -1,0 +1,87 @@
+"""TensorBoard handlers: the augmented views of a batch, and the learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["LearningRateTensorBoardHandler", "ViewsTensorBoardHandler"]
+
+
+class ViewsTensorBoardHandler:
+    """Write the views of the first batch of every ``interval`` epochs as TensorBoard images.
+
+    One image grid per view (tags ``{tag}/view_0``, ``{tag}/view_1``...), each image min-max
+    scaled to [0, 1], so a user can check what the augmentation does to the data.
+
+    Args:
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` shared with the other handlers.
+        views_key: key of the views in ``engine.state.batch``: a (B, V, C, H, W) tensor, or (V, C, H, W)
+            per item when the engine decollated the batch.
+        max_images: images per grid.
+        interval: epochs between writes.
+        tag: tag prefix.
+    """
+
+    def __init__(
+        self,
+        summary_writer: Any,
+        views_key: str = "views",
+        max_images: int = 8,
+        interval: int = 1,
+        tag: str = "views",
+    ) -> None:
+        self.writer = summary_writer
+        self.views_key = views_key
+        self.max_images = max_images
+        self.interval = max(1, int(interval))
+        self.tag = tag
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        state = engine.state
+        if (state.iteration - 1) % state.epoch_length or (state.epoch - 1) % self.interval:
+            return
+        batch = state.batch
+        if isinstance(batch, (list, tuple)):  # MONAI engines decollate the batch into per-sample dicts
+            views = torch.stack([torch.as_tensor(item[self.views_key]) for item in batch[: self.max_images]])
+        else:
+            views = torch.as_tensor(batch[self.views_key])[: self.max_images]
+        views = views.detach().float().cpu()
+        for v in range(views.shape[1]):
+            imgs = views[:, v, :1]
+            lo = imgs.amin(dim=(1, 2, 3), keepdim=True)
+            hi = imgs.amax(dim=(1, 2, 3), keepdim=True)
+            imgs = (imgs - lo) / (hi - lo).clamp_min(1e-8)
+            self.writer.add_images(f"{self.tag}/view_{v}", imgs, state.epoch)
+        self.writer.flush()
+
+
+class LearningRateTensorBoardHandler:
+    """Write the learning rate of each optimiser parameter group as a TensorBoard scalar.
+
+    Args:
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter``.
+        optimizer: the optimiser whose ``lr`` is logged.
+        interval: iterations between writes.
+        tag: scalar tag (``{tag}`` for one group, ``{tag}/group_i`` otherwise).
+    """
+
+    def __init__(self, summary_writer: Any, optimizer: torch.optim.Optimizer, interval: int = 1, tag: str = "lr") -> None:
+        self.writer = summary_writer
+        self.optimizer = optimizer
+        self.interval = max(1, int(interval))
+        self.tag = tag
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        groups = self.optimizer.param_groups
+        for i, group in enumerate(groups):
+            tag = self.tag if len(groups) == 1 else f"{self.tag}/group_{i}"
+            self.writer.add_scalar(tag, float(group["lr"]), engine.state.iteration)

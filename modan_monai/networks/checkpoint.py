@@ -1,0 +1,249 @@
+"""Encoder checkpoint format: save a pretrained encoder, rebuild it, or load its weights into an encoder.
+
+An encoder checkpoint is a ``torch.save`` file holding one dict::
+
+    {
+        "format": "modan_monai.encoder.v1",       # ENCODER_CHECKPOINT_FORMAT
+        "arch": "resnet18",
+        "encoder_kwargs": {"spatial_dims": 2, "in_channels": 1, "stem": "3x3",
+                           "act": ("relu", {"inplace": True}), "norm": "batch"},
+        "state_dict": {...},                       # ResNet18Encoder.state_dict() (conv1.*, bn1.*, layer1.* ...)
+        "metadata": {...},                         # free-form plain values: method, epoch, vocabulary, ...
+    }
+
+It contains only tensors and plain Python values, so it is read with ``torch.load(weights_only=True)``.
+:func:`load_encoder_state` also accepts a full training checkpoint (a dict with a ``"network"`` entry holding
+the state dict of a ``ContrastiveModel`` / ``ClassificationModel``), keeping the ``encoder.`` entries.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .nets.resnet_encoder import ResNet18Encoder
+
+__all__ = ["ENCODER_CHECKPOINT_FORMAT", "load_encoder", "load_encoder_state", "read_checkpoint", "save_encoder"]
+
+ENCODER_CHECKPOINT_FORMAT = "modan_monai.encoder.v1"
+_ARCHITECTURES: dict[str, type[ResNet18Encoder]] = {"resnet18": ResNet18Encoder}
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+_MAX_NAMED_KEYS = 12
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ValueError if ``value`` is not made of plain Python values (loadable with weights_only=True)."""
+    if isinstance(value, _PLAIN_TYPES):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be str, got {type(key).__name__} {key!r}.")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise ValueError(
+        f"{where}: {type(value).__name__} is not a plain value (str, int, float, bool, None, list, tuple, dict)."
+    )
+
+
+def _unwrap_encoder(model: nn.Module) -> ResNet18Encoder:
+    if isinstance(model, ResNet18Encoder):
+        return model
+    inner = getattr(model, "encoder", None)
+    if isinstance(inner, ResNet18Encoder):
+        return inner
+    raise ValueError(
+        "save_encoder expects a ResNet18Encoder or a model with an .encoder ResNet18Encoder, "
+        f"got {type(model).__name__}."
+    )
+
+
+def save_encoder(encoder: nn.Module, path: str | Path, **metadata: Any) -> Path:
+    """Write an encoder checkpoint (format ``ENCODER_CHECKPOINT_FORMAT``, see module docstring).
+
+    Args:
+        encoder: a ``ResNet18Encoder``, or a model whose ``.encoder`` is one (``ContrastiveModel``,
+            ``ClassificationModel``).
+        path: output file (parent directories are created).
+        metadata: plain values stored under ``"metadata"`` (e.g. ``method="mulsupcon", epoch=200``).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: when ``encoder`` has no ``ResNet18Encoder`` or a metadata value is not a plain value.
+    """
+    module = _unwrap_encoder(encoder)
+    _check_plain(metadata, "save_encoder metadata")
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    checkpoint = {
+        "format": ENCODER_CHECKPOINT_FORMAT,
+        "arch": "resnet18",
+        "encoder_kwargs": module.encoder_kwargs,
+        "state_dict": state,
+        "metadata": dict(metadata),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: checkpoint file.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        The loaded dict.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file holds more than tensors and plain values (refused by ``weights_only``) or is
+            not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"checkpoint {path} holds objects other than tensors and plain values and is not loaded "
+            f"(torch.load weights_only=True refused it): {err}"
+        ) from err
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(loaded).__name__}, expected a dict.")
+    return dict(loaded)
+
+
+def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _extract_encoder_state(checkpoint: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """Find the encoder state dict in an encoder checkpoint, a training checkpoint or a bare state dict."""
+    if "format" in checkpoint:
+        if checkpoint["format"] != ENCODER_CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{source}: unknown checkpoint format {checkpoint['format']!r}, expected {ENCODER_CHECKPOINT_FORMAT!r}."
+            )
+        state = checkpoint["state_dict"]
+    elif "network" in checkpoint:
+        state = checkpoint["network"]
+    elif "state_dict" in checkpoint:
+        state = checkpoint["state_dict"]
+    else:
+        state = checkpoint
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{source}: no state dict found (expected an encoder checkpoint, a dict with 'network' or "
+            f"'state_dict', or a state dict); top-level keys: {sorted(checkpoint)[:_MAX_NAMED_KEYS]}."
+        )
+    state = dict(state)
+    if state and all(k.startswith("module.") for k in state):  # DistributedDataParallel wrapper
+        state = _strip_prefix(state, "module.")
+    if any(k.startswith("encoder.") for k in state):  # ContrastiveModel / ClassificationModel
+        state = _strip_prefix(state, "encoder.")
+    return state
+
+
+def _name_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_NAMED_KEYS])
+    more = f" (+{len(keys) - _MAX_NAMED_KEYS} more)" if len(keys) > _MAX_NAMED_KEYS else ""
+    return f"[{shown}{more}]"
+
+
+def load_encoder_state(
+    encoder: nn.Module,
+    path_or_dict: str | Path | Mapping[str, Any],
+    strict: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, list[str]]:
+    """Load encoder weights from an encoder checkpoint, a full training checkpoint or a state dict.
+
+    Accepted inputs: the :func:`save_encoder` format; a training checkpoint dict whose ``"network"`` (or
+    ``"state_dict"``) entry is the state dict of a model with an ``encoder`` submodule (the ``encoder.``
+    prefix is stripped, heads are ignored); a bare encoder state dict (a ``module.`` DDP prefix is stripped).
+
+    Args:
+        encoder: the module to load into (e.g. a ``ResNet18Encoder`` built with the same arguments).
+        path_or_dict: checkpoint file or an already loaded dict.
+        strict: when True any missing or unexpected key is an error; when False they are reported in the
+            return value and the matching keys are loaded. Shape mismatches are always an error.
+        map_location: passed to ``torch.load`` for files.
+
+    Returns:
+        ``{"missing": [...], "unexpected": [...]}`` (both empty when ``strict``).
+
+    Raises:
+        ValueError: naming the missing, unexpected and shape-mismatched keys (architecture mismatch, e.g. a
+            7x7-stem checkpoint loaded into a 3x3-stem encoder), or when no state dict is found.
+        FileNotFoundError: when the file does not exist.
+    """
+    if isinstance(path_or_dict, Mapping):
+        checkpoint, source = dict(path_or_dict), "checkpoint dict"
+    else:
+        checkpoint, source = read_checkpoint(path_or_dict, map_location), f"checkpoint {path_or_dict}"
+    state = _extract_encoder_state(checkpoint, source)
+    expected = encoder.state_dict()
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    mismatched = sorted(
+        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    )
+    problems = []
+    if mismatched:
+        problems.append(f"shape-mismatched keys {_name_keys(mismatched)}")
+    if strict and missing:
+        problems.append(f"missing keys {_name_keys(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys {_name_keys(unexpected)}")
+    if problems:
+        raise ValueError(f"{source} does not match {type(encoder).__name__}: " + "; ".join(problems) + ".")
+    encoder.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ResNet18Encoder:
+    """Rebuild an encoder from an encoder checkpoint written by :func:`save_encoder` (strict loading).
+
+    Args:
+        path: encoder checkpoint file.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        The encoder with the stored weights, in training mode (call ``.eval()`` for inference).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when the file is not an encoder checkpoint (format/arch) or its weights do not match.
+    """
+    checkpoint = read_checkpoint(path, map_location)
+    if checkpoint.get("format") != ENCODER_CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint {path} is not an encoder checkpoint (format {checkpoint.get('format')!r}, expected "
+            f"{ENCODER_CHECKPOINT_FORMAT!r}); load training checkpoints with load_encoder_state."
+        )
+    arch = checkpoint.get("arch")
+    if arch not in _ARCHITECTURES:
+        raise ValueError(f"checkpoint {path}: unknown arch {arch!r}, known: {sorted(_ARCHITECTURES)}.")
+    kwargs = checkpoint.get("encoder_kwargs", {})
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"checkpoint {path}: encoder_kwargs must be a dict, got {type(kwargs).__name__}.")
+    encoder = _ARCHITECTURES[arch](**kwargs)
+    load_encoder_state(encoder, checkpoint, strict=True)
+    return encoder

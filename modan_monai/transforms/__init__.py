@@ -1,0 +1,21 @@
+"""MONAI dictionary transforms for loading, normalising, labelling and augmenting images."""
+
+from __future__ import annotations
+
+from .io import LoadManifestImaged, RandSliced
+from .intensity import NormalizeByModality, NormalizeByModalityd
+from .labels import CombinedClassd, MultiHotLabeld
+from .views import RandResizedCrop, RandResizedCropd, MultiViewd, SimCLRViewsd
+
+__all__ = [
+    "CombinedClassd",
+    "LoadManifestImaged",
+    "MultiHotLabeld",
+    "MultiViewd",
+    "NormalizeByModality",
+    "NormalizeByModalityd",
+    "RandResizedCrop",
+    "RandSliced",
+    "RandResizedCropd",
+    "SimCLRViewsd",
+]

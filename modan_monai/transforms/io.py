@@ -1,0 +1,112 @@
+"""Loading transforms for manifest datalists: :class:`LoadManifestImaged` and :class:`RandSliced`."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+
+from modan_monai.data.readers import read_image_row, row_context
+
+__all__ = ["LoadManifestImaged", "RandSliced"]
+
+
+class LoadManifestImaged(MapTransform):
+    """Replace file paths in a datalist row with channel-first float32 ``MetaTensor`` images.
+
+    Uses :func:`modan_monai.data.readers.read_image_row`, so the row's ``key`` (npz array name)
+    and ``index`` (npz position / volume slice / DICOM frame) select what is read; they apply to
+    every key in ``keys`` (e.g. an image and its mask file). The other keys of the row are kept.
+    A 2D image becomes ``(1, H, W)``; a volume read without ``index`` becomes ``(1, D, H, W)``.
+
+    Args:
+        keys: keys holding file paths.
+        allow_missing_keys: do not raise if a key is missing.
+
+    Example:
+        >>> loader = LoadManifestImaged(keys="image")
+        >>> out = loader({"image": "ct.dcm", "key": None, "index": None})  # doctest: +SKIP
+        >>> out["image"].shape, out["image"].meta["Modality"]  # doctest: +SKIP
+        (torch.Size([1, 512, 512]), 'CT')
+    """
+
+    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Load every key.
+
+        Args:
+            data: datalist row.
+
+        Returns:
+            a new dictionary with images in place of paths.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            row = dict(d)
+            row["image"] = d[key]
+            arr, meta = read_image_row(row)
+            d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(arr)[None]), meta=meta)
+        return d
+
+
+class RandSliced(RandomizableTransform, MapTransform):
+    """Pick a random slice for volume rows created by ``expand_volume_slices(mode="random")``.
+
+    Runs before :class:`LoadManifestImaged`: when ``data[index_key]`` is ``None`` and the row has
+    ``num_slices_key``, sets ``data[index_key]`` to a random integer in ``[0, num_slices)``.
+    Rows without ``num_slices_key`` (2D images) and rows with an index pass through unchanged.
+    Place it first in a ``CacheDataset`` pipeline only if you accept that nothing after it is cached.
+
+    Args:
+        index_key: key of the slice index.
+        num_slices_key: key of the number of slices of the volume.
+
+    Example:
+        >>> t = RandSliced()
+        >>> _ = t.set_random_state(seed=0)
+        >>> 0 <= t({"image": "v.npy", "index": None, "num_slices": 30})["index"] < 30
+        True
+    """
+
+    def __init__(self, index_key: str = "index", num_slices_key: str = "num_slices") -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        MapTransform.__init__(self, keys=index_key, allow_missing_keys=True)
+        self.index_key = index_key
+        self.num_slices_key = num_slices_key
+        self._num_slices = 0
+        self._index: int | None = None
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw a slice index in ``[0, self._num_slices)``."""
+        super().randomize(None)
+        self._index = int(self.R.randint(self._num_slices))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Fill in a random slice index.
+
+        Args:
+            data: datalist row.
+
+        Returns:
+            a new dictionary with ``index_key`` set.
+
+        Raises:
+            ValueError: ``num_slices`` is not a positive integer (names the manifest row).
+        """
+        d = dict(data)
+        if d.get(self.index_key) is not None or d.get(self.num_slices_key) is None:
+            return d
+        n = d[self.num_slices_key]
+        if int(n) != n or int(n) < 1:
+            raise ValueError(f"{row_context(d)}{d.get('image')}: {self.num_slices_key}={n!r} is not a positive integer")
+        self._num_slices = int(n)
+        self.randomize()
+        d[self.index_key] = self._index
+        return d

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modan_monai.data.manifest import (
+    MANIFEST_COLUMNS,
+    REQUIRED_COLUMNS,
+    manifest_to_datalist,
+    read_manifest,
+    write_manifest,
+)
+
+
+def _make(tmp_path: Path, rows: list[dict], name: str = "m.csv") -> Path:
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for row in rows:
+        if row.get("path") and not str(row["path"]).startswith("missing"):
+            (tmp_path / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / row["path"]).write_bytes(b"x")
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _row(i: int, **extra) -> dict:
+    base = {"path": f"img/{i}.png", "key": "", "index": "", "modality": "XR", "anatomy": "chest", "split": "train",
+            "dataset": "toy", "case_id": f"{i:03d}"}
+    base.update(extra)
+    return base
+
+
+def test_constants():
+    assert MANIFEST_COLUMNS == ("path", "key", "index", "modality", "anatomy", "split", "dataset", "case_id")
+    assert set(REQUIRED_COLUMNS) <= set(MANIFEST_COLUMNS) and "key" not in REQUIRED_COLUMNS
+
+
+def test_read_resolves_paths_and_parses(tmp_path):
+    rows = [_row(0, label=1, index=3, key="train_images"), _row(1, label=0, split="val"),
+            _row(2, label="", modality="", anatomy="", plane="axial")]
+    manifest = _make(tmp_path, rows)
+    df = read_manifest(manifest)
+    assert list(df["row"]) == [0, 1, 2]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in df["path"])
+    assert str(df["index"].dtype) == "Int64" and df["index"].iloc[0] == 3 and pd.isna(df["index"].iloc[1])
+    assert df["case_id"].iloc[0] == "000"  # zero-padded ids stay text
+    items = manifest_to_datalist(df)
+    assert items[0]["image"] == str((tmp_path / "img/0.png").resolve())
+    assert items[0]["index"] == 3 and isinstance(items[0]["index"], int) and items[0]["key"] == "train_images"
+    assert items[1]["index"] is None and items[1]["key"] is None
+    assert items[2]["label"] is None and items[2]["modality"] is None and items[2]["plane"] == "axial"
+    assert items[0]["label"] == 1 and items[0]["manifest"] == str(manifest.resolve()) and items[2]["row"] == 2
+    assert [i["row"] for i in manifest_to_datalist(df, "val")] == [1]
+    assert len(manifest_to_datalist(df, ["train", "val"])) == 3
+    with pytest.raises(ValueError, match="no rows for split"):
+        manifest_to_datalist(df, "test")
+
+
+@pytest.mark.parametrize("drop", ["path", "modality", "case_id", "split"])
+def test_missing_column_named(tmp_path, drop):
+    rows = [{k: v for k, v in _row(0).items() if k != drop}]
+    manifest = _make(tmp_path, rows)
+    with pytest.raises(ValueError, match=rf"{manifest.name}.*\['{drop}'\]"):
+        read_manifest(manifest)
+
+
+def test_missing_file_names_row(tmp_path):
+    manifest = _make(tmp_path, [_row(0), _row(1, path="missing/x.png")])
+    with pytest.raises(FileNotFoundError, match=r"m\.csv row 1: file not found: .*missing/x\.png"):
+        read_manifest(manifest)
+    assert len(read_manifest(manifest, check_files=False)) == 2  # no row silently dropped
+
+
+def test_missing_mask_file_names_row(tmp_path):
+    manifest = _make(tmp_path, [_row(0, mask_heart="img/0.png"), _row(1, mask_heart="missing/m.png")])
+    with pytest.raises(FileNotFoundError, match="row 1: file not found"):
+        read_manifest(manifest)
+
+
+@pytest.mark.parametrize("bad", ["1.5", "abc", "-1"])
+def test_bad_index_names_row(tmp_path, bad):
+    manifest = _make(tmp_path, [_row(0, index=0), _row(1, index=bad)])
+    with pytest.raises(ValueError, match="row 1: column 'index'"):
+        read_manifest(manifest)
+
+
+def test_empty_required_cell_names_row(tmp_path):
+    manifest = _make(tmp_path, [_row(0), _row(1, case_id="")])
+    with pytest.raises(ValueError, match="row 1: required column 'case_id' is empty"):
+        read_manifest(manifest)
+
+
+def test_write_roundtrip_relative(tmp_path):
+    manifest = _make(tmp_path, [_row(0, index=2, label=1), _row(1, label=0)])
+    df = read_manifest(manifest)
+    out = write_manifest(df, tmp_path / "sub" / "copy.csv")
+    raw = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert "row" not in raw.columns and "manifest" not in raw.columns
+    assert list(raw.columns[: len(MANIFEST_COLUMNS)]) == list(MANIFEST_COLUMNS)
+    assert raw["path"].iloc[0] == "../img/0.png"
+    again = read_manifest(out)
+    assert list(again["path"]) == list(df["path"])
+    np.testing.assert_allclose(again["label"].to_numpy(dtype=float), [1, 0])
+    assert again["index"].iloc[0] == 2
+
+
+def test_write_requires_columns(tmp_path):
+    with pytest.raises(ValueError, match="missing required column"):
+        write_manifest(pd.DataFrame({"path": ["a.png"]}), tmp_path / "x.csv")
