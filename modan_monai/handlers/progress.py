@@ -57,6 +57,8 @@ class ProgressPrinter:
         total = (state.max_epochs or 0) * per_epoch
         left = elapsed / max(done, 1) * max(total - state.iteration, 0)
         loss = self.output_transform(state.output)
+        if isinstance(loss, (list, tuple)):  # ``from_engine(keys)`` returns one value per key
+            loss = loss[0]
         loss = float(loss.item() if hasattr(loss, "item") else loss)
         self.logger.info(
             f"epoch {state.epoch}/{state.max_epochs}  iter {in_epoch}/{per_epoch}  loss {loss:.4f}  "

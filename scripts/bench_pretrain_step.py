@@ -1,0 +1,111 @@
+"""Pretraining step throughput on cached data vs the bare encoder forward+backward.
+
+Builds the ``modan_pretrain`` bundle's trainer (CacheDataset, views, network, loss, optimiser,
+``PrepareMultiViewBatch``, MONAI ``SupervisedTrainer``) without its logging/checkpoint handlers, fills the
+cache, then times ``--iterations`` training steps and, in the same process, the same number of bare
+``ResNet18Encoder`` forward+backward passes on random tensors of the same batch (B images x V views) and
+image size. The two are timed alternately ``--rounds`` times and the medians compared:
+
+    ratio = pipeline images/s / bare encoder images/s      (target >= 0.9 at 64 px)
+
+Usage:
+    python scripts/bench_pretrain_step.py                         # demo corpus (written to a temp dir)
+    python scripts/bench_pretrain_step.py --manifest pretrain.csv --image_size 64 --batch_size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "modan_pretrain"
+
+
+def build_trainer(manifest: str, image_size: int, batch_size: int, iterations: int, out: str, config: str):
+    """Parse the bundle config with the benchmark's overrides and return ``(trainer, encoder, num_views)``."""
+    files = [str(BUNDLE / "configs" / "train.json")] + ([str(BUNDLE / "configs" / config)] if config else [])
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(
+        {
+            "bundle_root": str(BUNDLE),
+            "manifest": manifest,
+            "output_dir": out,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "device": "$torch.device('cpu')",
+            "train#handlers": [],
+            "train#trainer#epoch_length": iterations,
+            "train#trainer#max_epochs": 1,
+        }
+    )
+    trainer = parser.get_parsed_content("train#trainer")
+    if len(trainer.data_loader) < iterations:
+        raise ValueError(
+            f"the manifest gives {len(trainer.data_loader)} batches of {batch_size}, fewer than --iterations {iterations}"
+        )
+    return trainer, parser.get_parsed_content("encoder"), parser.get_parsed_content("num_views")
+
+
+def time_pipeline(trainer) -> float:
+    trainer.state.max_epochs = None  # a finished ignite engine restarts from epoch 0 on the next run()
+    start = time.perf_counter()
+    trainer.run()
+    return time.perf_counter() - start
+
+
+def time_bare(encoder: torch.nn.Module, batch: int, views: int, size: int, iterations: int) -> float:
+    x = torch.rand(batch * views, 1, size, size)
+    encoder.train()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        encoder.zero_grad(set_to_none=True)
+        encoder(x).sum().backward()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", default=None, help="manifest CSV; default: a demo corpus of 224 images")
+    parser.add_argument("--config", default="", help="override file, e.g. simclr.json or supervised.json")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = args.manifest
+        if manifest is None:
+            from modan_monai.data import ensure_demo_corpus
+
+            manifest = ensure_demo_corpus(Path(tmp) / "demo", size=max(64, args.image_size), per_pair=32)
+        trainer, encoder, views = build_trainer(
+            manifest, args.image_size, args.batch_size, args.iterations, str(Path(tmp) / "out"), args.config
+        )
+        images = args.iterations * args.batch_size
+        time_pipeline(trainer)  # warm-up (first iteration allocations, thread pools)
+        time_bare(encoder, args.batch_size, views, args.image_size, 1)
+        pipe, bare = [], []
+        for _ in range(args.rounds):
+            pipe.append(images / time_pipeline(trainer))
+            bare.append(images / time_bare(encoder, args.batch_size, views, args.image_size, args.iterations))
+    p, b = statistics.median(pipe), statistics.median(bare)
+    print(f"batch {args.batch_size} x {views} views, {args.image_size} px, {args.iterations} iterations x {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads")
+    print(f"pipeline (cached data, views, encoder+head, loss, SGD step): {p:8.1f} images/s  rounds {[round(x, 1) for x in pipe]}")
+    print(f"bare encoder forward+backward:                               {b:8.1f} images/s  rounds {[round(x, 1) for x in bare]}")
+    print(f"ratio pipeline / bare: {p / b:.3f} (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
