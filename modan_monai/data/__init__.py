@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .demo import ensure_demo_corpus, make_demo_corpus
+from .demo_tasks import demo_classification_manifest
 from .manifest import (
     MANIFEST_COLUMNS,
     REQUIRED_COLUMNS,
@@ -21,6 +22,7 @@ __all__ = [
     "MetadataVocabulary",
     "NpzReader",
     "default_vocabulary_path",
+    "demo_classification_manifest",
     "ensure_demo_corpus",
     "expand_volume_slices",
     "make_demo_corpus",

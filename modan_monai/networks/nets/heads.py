@@ -93,11 +93,16 @@ class ContrastiveModel(nn.Module):
 class ClassificationModel(nn.Module):
     """Encoder + linear classifier (optionally with dropout) for fine-tuning and linear probing.
 
+    Linear probing (``freeze_encoder=True``): the encoder's parameters get ``requires_grad=False`` and the
+    encoder stays in eval mode even when ``model.train()`` is called, so its BatchNorm running statistics do not
+    move (the official MulSupCon code let them update during "linear" evaluation). Only the classifier trains.
+
     Args:
         encoder: feature extractor mapping ``(B, C, *spatial)`` to ``(B, F)``; ``F`` is read from
             ``encoder.out_features``.
         num_classes: number of output logits.
         dropout: dropout probability before the linear layer.
+        freeze_encoder: freeze the encoder (weights and BatchNorm statistics) for linear probing.
 
     Shapes:
         - input: ``(B, C, *spatial)``, or a multi-view batch ``(B, V, C, *spatial)`` of which view 0 is used.
@@ -113,7 +118,7 @@ class ClassificationModel(nn.Module):
         torch.Size([2, 3])
     """
 
-    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.0, freeze_encoder: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
@@ -123,6 +128,17 @@ class ClassificationModel(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(p=dropout)
         self.classifier = nn.Linear(in_features, num_classes)
+        self.freeze_encoder = bool(freeze_encoder)
+        if self.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> ClassificationModel:
+        """Set training mode; a frozen encoder (linear probing) is kept in eval mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` for ``x (B, C, *spatial)`` (or view 0 of ``(B, V, C, *spatial)``)."""

@@ -1,0 +1,82 @@
+"""Downstream evaluation: the cross-validation protocol, statistics, exam-level (MRNet) scoring, embeddings/UMAP."""
+
+from __future__ import annotations
+
+from .embeddings import (
+    embed_manifest,
+    embedding_transforms,
+    encoder_from_spec,
+    export_projector,
+    extract_features,
+    metadata_pairs,
+    pair_colours,
+    plot_umap,
+    umap_embed,
+)
+from .folds import (
+    FOLD_KEY_COLUMNS,
+    check_fold_classes,
+    fold_column,
+    group_keys,
+    inner_validation_split,
+    load_or_create_folds,
+    make_folds,
+    subsample_fraction,
+)
+from .mrnet import EXAM_AGGREGATIONS, aggregate_exam_scores, exam_labels, exam_level_auc, select_planes
+from .protocol import EVALUATION_LEVELS, PROTOCOL_MODES, RESULT_COLUMNS, parse_init_specs, plot_roc, run_protocol
+from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, repeat_means, summary_markdown, summary_table, wilcoxon_paired
+from .training import (
+    TrainResult,
+    binary_labels,
+    classification_postprocessing,
+    classification_transforms,
+    image_datalist,
+    predict_proba,
+    train_classifier,
+)
+
+__all__ = [
+    "EVALUATION_LEVELS",
+    "EXAM_AGGREGATIONS",
+    "FOLD_KEY_COLUMNS",
+    "PROTOCOL_MODES",
+    "RESULT_COLUMNS",
+    "RESULT_KEY_COLUMNS",
+    "TrainResult",
+    "aggregate_exam_scores",
+    "auc",
+    "binary_labels",
+    "check_fold_classes",
+    "classification_postprocessing",
+    "classification_transforms",
+    "embed_manifest",
+    "embedding_transforms",
+    "encoder_from_spec",
+    "exam_labels",
+    "exam_level_auc",
+    "export_projector",
+    "extract_features",
+    "fold_column",
+    "group_keys",
+    "image_datalist",
+    "inner_validation_split",
+    "load_or_create_folds",
+    "make_folds",
+    "mean_roc",
+    "metadata_pairs",
+    "pair_colours",
+    "parse_init_specs",
+    "plot_roc",
+    "plot_umap",
+    "predict_proba",
+    "repeat_means",
+    "run_protocol",
+    "select_planes",
+    "subsample_fraction",
+    "summary_markdown",
+    "summary_table",
+    "train_classifier",
+    "umap_embed",
+    "wilcoxon_paired",
+]

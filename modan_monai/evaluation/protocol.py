@@ -1,0 +1,391 @@
+"""The downstream cross-validation protocol of the paper (Tables 3-5), resumable.
+
+For every initialisation (scratch, ImageNet, a pretrained encoder ...), mode (fine-tune, linear
+probe), label fraction, repeat and fold: train a binary classifier on the (subsampled) training
+fold with the best epoch picked on an inner validation split, score the test fold and record its
+AUC. Each finished fold is appended to ``results.csv`` at once, so a re-run skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest
+from modan_monai.networks import build_classifier
+
+from .folds import (
+    fold_column,
+    group_keys,
+    inner_validation_split,
+    load_or_create_folds,
+    subsample_fraction,
+)
+from .mrnet import EXAM_AGGREGATIONS, exam_level_auc, select_planes
+from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, summary_markdown
+from .training import binary_labels, classification_transforms, predict_proba, train_classifier
+
+__all__ = [
+    "EVALUATION_LEVELS",
+    "PROTOCOL_MODES",
+    "RESULT_COLUMNS",
+    "parse_init_specs",
+    "plot_roc",
+    "run_protocol",
+]
+
+#: Training modes: all layers trained, or the encoder frozen (BatchNorm in eval mode) with a linear head.
+PROTOCOL_MODES: tuple[str, ...] = ("finetune", "linear_probe")
+#: Unit the AUC is computed over: manifest images, or exams (slice probabilities aggregated per case).
+EVALUATION_LEVELS: tuple[str, ...] = ("auto", "image", "exam")
+#: Columns of ``results.csv``.
+RESULT_COLUMNS: tuple[str, ...] = (
+    *RESULT_KEY_COLUMNS, "init_spec", "level", "auc", "best_epoch", "best_val_auc", "n_train", "n_val", "n_test",
+    "n_train_slices", "seed", "seconds",
+)
+_PREDICTION_COLUMNS: tuple[str, ...] = (*RESULT_KEY_COLUMNS, "level", "row", "index", "case_id", "label", "score")
+
+
+def parse_init_specs(specs: Sequence[str]) -> dict[str, str]:
+    """Parse ``NAME=SPEC`` strings (``SPEC``: ``scratch``, ``imagenet:<path>`` or a checkpoint path).
+
+    A bare ``scratch`` is named ``scratch``; a bare path is named after the file stem.
+
+    Raises:
+        ValueError: an empty name/spec or a name given twice.
+    """
+    inits: dict[str, str] = {}
+    for text in specs:
+        name, sep, spec = str(text).partition("=")
+        if not sep:
+            spec = name
+            name = "scratch" if spec == "scratch" else Path(spec.split(":", 1)[-1]).stem
+        name, spec = name.strip(), spec.strip()
+        if not name or not spec:
+            raise ValueError(f"init {text!r}: expected NAME=SPEC with SPEC scratch | imagenet:<path> | <checkpoint>.")
+        if name in inits:
+            raise ValueError(f"init name {name!r} given twice ({inits[name]!r} and {spec!r}).")
+        inits[name] = spec
+    if not inits:
+        raise ValueError("at least one init is needed (e.g. scratch).")
+    return inits
+
+
+def _append_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, mode="a", header=not path.is_file(), index=False)
+
+
+def _read_done(path: Path, inits: Mapping[str, str]) -> tuple[pd.DataFrame, set[tuple]]:
+    if not path.is_file():
+        return pd.DataFrame(columns=list(RESULT_COLUMNS)), set()
+    done = pd.read_csv(path, dtype={"init": str, "mode": str, "init_spec": str})
+    missing = [c for c in RESULT_COLUMNS if c not in done.columns]
+    if missing:
+        raise ValueError(f"results file {path} lacks column(s) {missing}; use a new output folder.")
+    for name, spec in inits.items():
+        specs = set(done.loc[done["init"] == name, "init_spec"])
+        if specs and specs != {spec}:
+            raise ValueError(f"results file {path} holds init {name!r} from {sorted(specs)}, now {spec!r}: give the "
+                             "new initialisation another name or use a new output folder.")
+    keys = {_key(r) for r in done[list(RESULT_KEY_COLUMNS)].itertuples(index=False)}
+    return done, keys
+
+
+def _key(values: Sequence[Any]) -> tuple:
+    init, mode, fraction, repeat, fold = values
+    return str(init), str(mode), float(fraction), int(repeat), int(fold)
+
+
+#: Settings that may change between runs sharing an output folder (they add rows, they do not alter finished ones).
+_EXTENSIBLE_SETTINGS: tuple[str, ...] = ("inits", "modes", "fractions", "repeats", "reference")
+
+
+def _check_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    """Refuse to resume into a folder whose finished folds were made with other training/evaluation settings."""
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps(settings, default=str))
+    changed = sorted(k for k in now if k not in _EXTENSIBLE_SETTINGS and k in saved and saved[k] != now[k])
+    if changed:
+        detail = "; ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"output folder {path.parent} holds results made with other settings ({detail}); use a new "
+                         "output folder or the same settings (inits, modes, fractions and repeats may be added).")
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def plot_roc(predictions: pd.DataFrame, path: str | Path, fraction: float | None = None) -> Path:
+    """Mean ROC curve per init (vertical average over repeats and folds), one panel per mode.
+
+    Args:
+        predictions: rows of ``predictions.csv`` (``init, mode, fraction, repeat, fold, label, score``).
+        path: PNG file.
+        fraction: label fraction to plot (default: the largest present).
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fraction = float(predictions["fraction"].max()) if fraction is None else float(fraction)
+    subset = predictions[predictions["fraction"].astype(float) == fraction]
+    modes = list(dict.fromkeys(subset["mode"]))
+    fig = Figure(figsize=(5.0 * max(1, len(modes)), 4.6))
+    FigureCanvasAgg(fig)
+    for i, mode in enumerate(modes):
+        ax = fig.add_subplot(1, len(modes), i + 1)
+        for init, block in subset[subset["mode"] == mode].groupby("init", sort=False):
+            curves, aucs = [], []
+            for _, fold in block.groupby(["repeat", "fold"], sort=True):
+                curves.append((fold["label"].to_numpy(), fold["score"].to_numpy()))
+                aucs.append(auc(curves[-1][0], curves[-1][1]))
+            fpr, tpr, sd = mean_roc(curves)
+            line = ax.plot(fpr, tpr, label=f"{init} (AUC {np.mean(aucs):.3f})")[0]
+            ax.fill_between(fpr, np.clip(tpr - sd, 0, 1), np.clip(tpr + sd, 0, 1), color=line.get_color(), alpha=0.15)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+               title=f"{mode}, {fraction:g}% labels (mean ± sd over folds x repeats)")
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def run_protocol(
+    manifest: str | Path,
+    label_column: str,
+    inits: Mapping[str, str],
+    out_dir: str | Path,
+    *,
+    positive: Any = None,
+    modes: Sequence[str] = PROTOCOL_MODES,
+    fractions: Sequence[float] = (100.0,),
+    repeats: int = 10,
+    folds: int = 5,
+    seed: int = 0,
+    reference: str | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    step_size: int = 5,
+    gamma: float = 0.1,
+    image_size: int = 64,
+    stem: str = "3x3",
+    val_fraction: float = 0.2,
+    splits: Sequence[str] | None = None,
+    level: str = "auto",
+    aggregation: str = "mean",
+    planes: Sequence[str] | None = None,
+    slice_mode: str = "all",
+    central_slices: int = 1,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    logger: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) the cross-validation protocol and write its outputs to ``out_dir``.
+
+    Outputs: ``folds.csv`` (the saved partitions, reused), ``results.csv`` (one row per init, mode, fraction,
+    repeat, fold), ``predictions.csv`` (test scores per image or exam), ``summary.md`` (Tables 4/5-style mean
+    AUC ± sd over repeat means and Wilcoxon p-values vs ``reference``), ``roc.png`` and ``settings.json``.
+
+    Partitions: repeat ``r`` uses a grouped stratified ``folds``-fold partition drawn with seed ``seed + r``.
+    Within a training fold, ``fraction`` percent of the cases of each class are kept (nested across fractions),
+    then an inner validation split (``val_fraction`` of the cases, grouped, stratified) picks the best epoch,
+    whose weights (a copy) score the test fold. The training seed of (repeat, fold) is shared by all inits and
+    modes, so the comparisons are paired.
+
+    Volumes (MRNet ``.npy``, 3D NIfTI without ``index``) are expanded into slices (``slice_mode``: ``"all"`` or
+    ``"central"`` with ``central_slices``); with ``level="auto"`` the AUC is then computed per exam (``case_id``)
+    on the ``aggregation`` of its slice probabilities, else per image. The inner validation AUC is slice-level.
+
+    Args:
+        manifest: manifest CSV.
+        label_column: binary label column.
+        inits: ``{name: spec}`` with spec ``scratch`` | ``imagenet:<path>`` | encoder/training checkpoint path.
+        out_dir: output folder (created; reused on re-runs).
+        positive: value of ``label_column`` mapped to 1 (others 0); default: the column must be 0/1.
+        modes: subset of :data:`PROTOCOL_MODES`.
+        fractions: label fractions in percent of each training fold.
+        repeats: number of repeats ``R``.
+        folds: number of folds ``K``.
+        seed: base seed.
+        reference: init compared against in ``summary.md`` (default: the first init).
+        epochs: training epochs.
+        batch_size: batch size.
+        lr: Adam learning rate.
+        step_size: StepLR step (epochs).
+        gamma: StepLR factor.
+        image_size: side of the resized images.
+        stem: encoder stem, ``"3x3"`` or ``"7x7"``.
+        val_fraction: share of training cases for the inner validation split.
+        splits: manifest splits to use (default: all rows).
+        level: ``"auto"``, ``"image"`` or ``"exam"``.
+        aggregation: exam score from slice probabilities, one of :data:`~modan_monai.evaluation.EXAM_AGGREGATIONS`.
+        planes: MRNet planes to keep (``plane`` column); default all rows.
+        slice_mode: ``"all"`` or ``"central"``.
+        central_slices: slices kept per volume with ``slice_mode="central"``.
+        device: torch device.
+        num_workers: data loader workers.
+        logger: progress logger (default ``modan_monai.evaluation``).
+
+    Returns:
+        All rows of ``results.csv``.
+
+    Raises:
+        ValueError: bad options, a missing or non-binary label column, a fold with a single class, or an output
+            folder made with another manifest/partition.
+    """
+    log = logger or logging.getLogger("modan_monai.evaluation")
+    inits = dict(inits)
+    if not inits:
+        raise ValueError("at least one init is needed.")
+    bad_modes = [m for m in modes if m not in PROTOCOL_MODES]
+    if bad_modes or not modes:
+        raise ValueError(f"modes must be a non-empty subset of {PROTOCOL_MODES}, got {list(modes)}.")
+    if level not in EVALUATION_LEVELS:
+        raise ValueError(f"level must be one of {EVALUATION_LEVELS}, got {level!r}.")
+    if aggregation not in EXAM_AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {EXAM_AGGREGATIONS}, got {aggregation!r}.")
+    if slice_mode not in ("all", "central"):
+        raise ValueError(f"slice_mode must be 'all' or 'central', got {slice_mode!r}.")
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(not 0 < f <= 100 for f in fractions):
+        raise ValueError(f"fractions must be percentages in (0, 100], got {fractions}.")
+    reference = reference if reference is not None else next(iter(inits))
+    if reference not in inits:
+        raise ValueError(f"reference {reference!r} is not one of the inits {list(inits)}.")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = read_manifest(manifest)
+    if splits:
+        df = df[df["split"].astype(str).isin(list(splits))]
+        if df.empty:
+            raise ValueError(f"manifest {manifest} has no rows in split(s) {list(splits)}.")
+    df = select_planes(df, planes).reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"manifest {manifest}: no rows left to evaluate (splits {splits}, planes {planes}).")
+    datalist = binary_labels(manifest_to_datalist(df), label_column, positive, target_key="label")
+    labels = np.array([item["label"] for item in datalist], dtype=np.int64)
+    groups = group_keys(df)
+    fold_table = load_or_create_folds(df, labels, out / "folds.csv", folds, repeats, seed)
+    by_position: list[list[dict]] = [[] for _ in datalist]
+    expanded = expand_volume_slices(datalist, mode=slice_mode, k=central_slices)
+    position_of_row = {int(item["row"]): i for i, item in enumerate(datalist)}
+    for item in expanded:
+        by_position[position_of_row[int(item["row"])]].append(item)
+    has_volumes = any("num_slices" in item for item in expanded)
+    exam_level = level == "exam" or (level == "auto" and has_volumes)
+    unit = "exam" if exam_level else "image"
+
+    settings = {
+        "manifest": str(Path(manifest).resolve()), "label_column": label_column, "positive": positive,
+        "inits": inits, "modes": list(modes), "fractions": fractions, "repeats": repeats, "folds": folds,
+        "seed": seed, "reference": reference, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "step_size": step_size, "gamma": gamma, "image_size": image_size, "stem": stem, "val_fraction": val_fraction,
+        "splits": list(splits) if splits else None, "level": unit, "aggregation": aggregation,
+        "planes": list(planes) if planes else None, "slice_mode": slice_mode, "central_slices": central_slices,
+        "rows": len(df), "slices": len(expanded),
+    }
+    _check_settings(out / "settings.json", settings)
+    (out / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+
+    results_path, predictions_path = out / "results.csv", out / "predictions.csv"
+    _, done = _read_done(results_path, inits)
+    units = [
+        (init, mode, fraction, r, k)
+        for r in range(repeats) for k in range(folds) for fraction in fractions for mode in modes for init in inits
+    ]
+    todo = [u for u in units if _key(u) not in done]
+    log.info("CV protocol: %d rows (%d %s), %d init(s) x %d mode(s) x %d fraction(s) x %d repeat(s) x %d fold(s) = "
+             "%d fold runs, %d already done -> %s", len(df), len(expanded), "slices" if has_volumes else "images",
+             len(inits), len(modes), len(fractions), repeats, folds, len(units), len(units) - len(todo), out)
+    train_tf = classification_transforms(image_size, augment=True)
+    eval_tf = classification_transforms(image_size, augment=False)
+    start = time.perf_counter()
+
+    def items(positions: np.ndarray) -> list[dict]:
+        return [item for p in positions for item in by_position[int(p)]]
+
+    for n_done, (init, mode, fraction, r, k) in enumerate(todo, start=1):
+        t0 = time.perf_counter()
+        where = f"init {init} mode {mode} fraction {fraction:g}% repeat {r} fold {k}: "
+        fold_of_row = fold_table[fold_column(r)].to_numpy()
+        unit_seed = int(seed) + 1000 * int(r) + int(k)
+        train_pos = subsample_fraction(np.flatnonzero(fold_of_row != k), labels, groups, fraction, unit_seed)
+        inner_train, inner_val = inner_validation_split(train_pos, labels, groups, val_fraction, unit_seed)
+        test_pos = np.flatnonzero(fold_of_row == k)
+        train_items, val_items, test_items = items(inner_train), items(inner_val), items(test_pos)
+
+        torch.manual_seed(unit_seed)
+        model = build_classifier(init=inits[init], num_classes=2, stem=stem, freeze_encoder=mode == "linear_probe")
+        result = train_classifier(
+            model, train_items, val_items, transforms=(train_tf, eval_tf), epochs=epochs, batch_size=batch_size,
+            lr=lr, step_size=step_size, gamma=gamma, device=device, num_workers=num_workers, seed=unit_seed,
+        )
+        probs = np.asarray(predict_proba(result.model, test_items, eval_tf, batch_size=batch_size, device=device))
+        y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
+        base = {"init": init, "mode": mode, "fraction": fraction, "repeat": r, "fold": k, "level": unit}
+        if exam_level:
+            cases = np.array([f"{item['dataset']}/{item['case_id']}" for item in test_items])
+            value, table = exam_level_auc(cases, y_test, probs, aggregation, context=where)
+            preds = pd.DataFrame({**base, "row": None, "index": None, "case_id": table["case_id"],
+                                  "label": table["label"], "score": table["score"]})
+            n_test = len(table)
+        else:
+            value = auc(y_test, probs, context=where)
+            preds = pd.DataFrame({**base, "row": [item["row"] for item in test_items],
+                                  "index": [item.get("index") for item in test_items],
+                                  "case_id": [f"{item['dataset']}/{item['case_id']}" for item in test_items],
+                                  "label": y_test, "score": probs})
+            n_test = len(test_items)
+        seconds = time.perf_counter() - t0
+        row = {
+            **base, "init_spec": inits[init], "auc": value, "best_epoch": result.best_epoch,
+            "best_val_auc": result.best_val_auc, "n_train": len(np.unique(groups[inner_train])) if exam_level
+            else len(inner_train), "n_val": len(np.unique(groups[inner_val])) if exam_level else len(inner_val),
+            "n_test": n_test, "n_train_slices": len(train_items), "seed": unit_seed, "seconds": round(seconds, 3),
+        }
+        # Predictions first, then the results row: a results row marks a finished fold (resume key).
+        _append_csv(preds[list(_PREDICTION_COLUMNS)], predictions_path)
+        _append_csv(pd.DataFrame([row])[list(RESULT_COLUMNS)], results_path)
+        elapsed = time.perf_counter() - start
+        log.info("[%d/%d] %sAUC %.4f (%s level, best epoch %s, val AUC %.4f) %.1fs; elapsed %s, ~%s left",
+                 n_done, len(todo), where, value, unit, result.best_epoch, float(result.best_val_auc), seconds,
+                 _fmt_seconds(elapsed), _fmt_seconds(elapsed / n_done * (len(todo) - n_done)))
+
+    results = pd.read_csv(results_path, dtype={"init": str, "mode": str, "init_spec": str})
+    wanted = {_key(u) for u in units}
+    current = results[[_key(r) in wanted for r in results[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]]
+    title = f"Downstream evaluation: {label_column} ({Path(manifest).name})"
+    summary = summary_markdown(current, reference, title=title)
+    summary += (f"\nSettings: {repeats} repeat(s) x {folds} fold(s), {unit}-level AUC"
+                + (f" ({aggregation} of slice probabilities per exam)" if exam_level else "")
+                + f", {epochs} epoch(s), batch {batch_size}, Adam lr {lr:g}, StepLR({step_size}, {gamma:g}), "
+                f"{image_size} px; best epoch on an inner validation split ({val_fraction:g} of the training cases). "
+                "Full settings: settings.json.\n")
+    (out / "summary.md").write_text(summary)
+    predictions = pd.read_csv(predictions_path, dtype={"init": str, "mode": str, "case_id": str})
+    predictions = predictions.drop_duplicates(
+        subset=[*RESULT_KEY_COLUMNS, "case_id", "row", "index"], keep="last"
+    )
+    plot_roc(predictions[[_key(r) in wanted for r in predictions[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]],
+             out / "roc.png")
+    log.info("wrote %s, %s and %s", results_path, out / "summary.md", out / "roc.png")
+    return current.reset_index(drop=True)

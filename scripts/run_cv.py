@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Run the downstream cross-validation protocol (fine-tune / linear probe, label fractions, AUC, Wilcoxon).
+
+Examples:
+    python scripts/run_cv.py --manifest busi.csv --label-column label --positive malignant \\
+        --init scratch --init imagenet=imagenet:resnet18.pth --init modan=runs/modan/encoder.pt \\
+        --reference scratch --out results/busi
+    python scripts/run_cv.py --manifest mrnet.csv --label-column acl --planes sagittal \\
+        --mrnet-aggregation max --init modan=encoder.pt --modes finetune --fractions 100 --out results/mrnet_acl
+
+Re-running with the same --out skips the folds already in results.csv (an interrupted run resumes); the
+partitions in folds.csv are reused. Outputs: folds.csv, results.csv, predictions.csv, summary.md, roc.png,
+settings.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from modan_monai.evaluation import EXAM_AGGREGATIONS, EVALUATION_LEVELS, PROTOCOL_MODES, parse_init_specs, run_protocol
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--manifest", required=True, help="manifest CSV with a binary label column")
+    parser.add_argument("--label-column", required=True, help="label column (0/1, or two values with --positive)")
+    parser.add_argument("--positive", help="value of the label column mapped to 1 (the other value -> 0)")
+    parser.add_argument("--init", action="append", required=True, metavar="NAME=SPEC",
+                        help="repeatable; SPEC: scratch | imagenet:<torchvision resnet18 .pth> | <encoder/training "
+                             "checkpoint>")
+    parser.add_argument("--reference", help="init the others are tested against (default: the first --init)")
+    parser.add_argument("--modes", nargs="+", default=list(PROTOCOL_MODES), choices=PROTOCOL_MODES)
+    parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 10.0, 30.0, 100.0],
+                        help="label fractions in percent of each training fold (default 1 10 30 100)")
+    parser.add_argument("--repeats", type=int, default=10, help="repeats of the K-fold procedure (default 10)")
+    parser.add_argument("--folds", type=int, default=5, help="folds K (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r uses seed + r (default 0)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--step-size", type=int, default=5, help="StepLR step in epochs (default 5)")
+    parser.add_argument("--gamma", type=float, default=0.1, help="StepLR factor (default 0.1)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--stem", default="3x3", choices=("3x3", "7x7"), help="encoder stem (match the checkpoints)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of training cases in the inner validation split (default 0.2)")
+    parser.add_argument("--splits", nargs="*", help="manifest splits to use (default: all rows)")
+    parser.add_argument("--level", default="auto", choices=EVALUATION_LEVELS,
+                        help="AUC per image or per exam (auto: exam when the manifest lists volumes)")
+    parser.add_argument("--mrnet-aggregation", default="mean", choices=EXAM_AGGREGATIONS,
+                        help="exam score from its slice probabilities (default mean)")
+    parser.add_argument("--planes", nargs="*", help="MRNet planes to use (plane column; default all)")
+    parser.add_argument("--slices", default="all", choices=("all", "central"), help="slices of each volume")
+    parser.add_argument("--central-slices", type=int, default=1, help="slices kept with --slices central")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    # one progress line per fold from modan_monai.evaluation; the engines' per-epoch lines only at WARNING
+    for name in ("ignite", "modan_monai.evaluation.training", "modan_monai.handlers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        results = run_protocol(
+            args.manifest, args.label_column, parse_init_specs(args.init), args.out, positive=args.positive,
+            modes=args.modes, fractions=args.fractions, repeats=args.repeats, folds=args.folds, seed=args.seed,
+            reference=args.reference, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            step_size=args.step_size, gamma=args.gamma, image_size=args.image_size, stem=args.stem,
+            val_fraction=args.val_fraction, splits=args.splits, level=args.level, aggregation=args.mrnet_aggregation,
+            planes=args.planes, slice_mode=args.slices, central_slices=args.central_slices, device=args.device,
+            num_workers=args.num_workers,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{len(results)} fold results in {args.out}/results.csv; summary in {args.out}/summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

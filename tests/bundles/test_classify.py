@@ -1,0 +1,138 @@
+"""End-to-end tests of ``bundles/classify``: train (``python -m monai.bundle run``), evaluate, infer, export."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+from monai.bundle import run as bundle_run
+
+from modan_monai.data.demo_tasks import demo_classification_manifest
+from modan_monai.networks import build_classifier
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "classify"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = BUNDLE.parent / "meta_schema.json"
+TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "log_interval": 1}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    return root, Path(demo_classification_manifest(root, size=32, per_pair=4))
+
+
+def tensorboard_scalars(log_dir: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc.Tags()["scalars"]
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_train_evaluate_infer_and_export(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    root, manifest = demo
+    out = tmp_path / "models"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+           "--logging_file", "configs/logging.conf", "--dataset_dir", str(root), "--manifest", str(manifest),
+           "--output_dir", str(out)]
+    for k, v in TINY.items():
+        cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert "epoch 1/1" in log and "val_auc" in log
+    assert (out / "model.pt").is_file() and (out / "model_final.pt").is_file()
+    assert {"train_loss", "val_auc", "lr"} <= set(tensorboard_scalars(out / "logs"))
+
+    # evaluate models/model.pt on the test split (in-process: the same `run` as the CLI)
+    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),
+               dataset_dir=str(root), manifest=str(manifest), output_dir=str(out), image_size=32)
+    metrics = dict(read_csv(out / "metrics.csv"))
+    assert 0.0 <= float(metrics["test_auc"]) <= 1.0
+    n_test = sum(1 for r in read_csv(manifest)[1:] if r[read_csv(manifest)[0].index("split")] == "test")
+    assert len(read_csv(out / "test_predictions.csv")) == n_test
+
+    # inference on a folder of files, then the checks MONAI Label / the model zoo run
+    inferred = tmp_path / "infer"
+    bundle_run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), dataset_dir=str(root),
+               image_pattern="png/**/*.png", ckpt_path=str(out / "model.pt"), output_dir=str(inferred), image_size=32)
+    rows = read_csv(inferred / "predictions.csv")
+    assert len(rows) == len(list(root.glob("png/**/*.png"))) and rows[0][0].endswith(".png")
+    assert all(abs(float(r[1]) + float(r[2]) - 1.0) < 1e-5 for r in rows)
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE))
+    ts = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(out / "model.pt"),
+                meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
+                bundle_root=str(BUNDLE), use_trace=True)
+    scripted = torch.jit.load(str(ts))
+    eager = build_classifier()
+    eager.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
+    x = torch.rand(3, 1, 64, 64)
+    torch.testing.assert_close(scripted(x), eager.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "files, workflow_type",
+    [(["train.json"], "train"), (["train.json", "linear_probe.json"], "train"), (["inference.json"], "infer")],
+)
+def test_check_properties(tmp_path: Path, demo: tuple[Path, Path], files: list[str], workflow_type: str) -> None:
+    root, manifest = demo
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(root),
+        output_dir=str(tmp_path),
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_linear_probe_override_freezes_encoder(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    root, manifest = demo
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "linear_probe.json")], workflow_type="train",
+        bundle_root=str(BUNDLE), dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path),
+    )
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network")
+    optimizer = workflow.parser.get_parsed_content("optimizer")
+    assert network.freeze_encoder and not network.train().encoder.training
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in network.classifier.parameters()}
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [({"label_column": "nodule"}, "label column 'nodule' not found"),
+     ({"label_column": "anatomy"}, "label column 'anatomy' .* is empty in rows")],
+)
+def test_bad_label_column_is_named(tmp_path: Path, demo: tuple[Path, Path], override: dict, match: str) -> None:
+    root, manifest = demo
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), **override,
+    )
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError of binary_labels
+        workflow.parser.get_parsed_content("train_datalist")
+    assert isinstance(err.value.__cause__, ValueError) and re.search(match, str(err.value.__cause__))
+
+
+def test_verify_metadata() -> None:
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
