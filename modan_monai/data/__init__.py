@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .demo import ensure_demo_corpus, make_demo_corpus
+from .demo_segmentation import DEMO_SEGMENTATION_STRUCTURES, demo_segmentation_manifest
 from .demo_tasks import demo_classification_manifest
 from .manifest import (
     MANIFEST_COLUMNS,
@@ -12,22 +13,28 @@ from .manifest import (
     write_manifest,
 )
 from .readers import DicomReader, NpzReader, read_image_row
+from .segmentation import LoadStructureMasksd, segmentation_transforms, select_training_subset
 from .slicing import expand_volume_slices
 from .vocabulary import MetadataVocabulary, default_vocabulary_path
 
 __all__ = [
+    "DEMO_SEGMENTATION_STRUCTURES",
     "MANIFEST_COLUMNS",
     "REQUIRED_COLUMNS",
     "DicomReader",
+    "LoadStructureMasksd",
     "MetadataVocabulary",
     "NpzReader",
     "default_vocabulary_path",
     "demo_classification_manifest",
+    "demo_segmentation_manifest",
     "ensure_demo_corpus",
     "expand_volume_slices",
     "make_demo_corpus",
     "manifest_to_datalist",
     "read_image_row",
     "read_manifest",
+    "segmentation_transforms",
+    "select_training_subset",
     "write_manifest",
 ]

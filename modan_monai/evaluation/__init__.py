@@ -25,6 +25,13 @@ from .folds import (
 )
 from .mrnet import EXAM_AGGREGATIONS, aggregate_exam_scores, exam_labels, exam_level_auc, select_planes
 from .protocol import EVALUATION_LEVELS, PROTOCOL_MODES, RESULT_COLUMNS, parse_init_specs, plot_roc, run_protocol
+from .segmentation import (
+    dice_per_image,
+    segmentation_postprocessing,
+    structure_dice_metrics,
+    structure_names,
+    write_dice_csv,
+)
 from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, repeat_means, summary_markdown, summary_table, wilcoxon_paired
 from .training import (
     TrainResult,
@@ -43,13 +50,13 @@ __all__ = [
     "PROTOCOL_MODES",
     "RESULT_COLUMNS",
     "RESULT_KEY_COLUMNS",
-    "TrainResult",
     "aggregate_exam_scores",
     "auc",
     "binary_labels",
     "check_fold_classes",
     "classification_postprocessing",
     "classification_transforms",
+    "dice_per_image",
     "embed_manifest",
     "embedding_transforms",
     "encoder_from_spec",
@@ -72,11 +79,16 @@ __all__ = [
     "predict_proba",
     "repeat_means",
     "run_protocol",
+    "segmentation_postprocessing",
     "select_planes",
+    "structure_dice_metrics",
+    "structure_names",
     "subsample_fraction",
     "summary_markdown",
     "summary_table",
     "train_classifier",
+    "TrainResult",
     "umap_embed",
     "wilcoxon_paired",
+    "write_dice_csv",
 ]

@@ -1,18 +1,23 @@
-"""Ignite handlers used by the project's bundles (checkpoints, best weights, resume, progress, TensorBoard)."""
+"""Ignite handlers used by the bundles (checkpoints, best weights, resume, progress, TensorBoard, loss terms)."""
 
 from __future__ import annotations
 
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
+from .loss_terms import LossTermsTensorBoardHandler
 from .progress import ProgressPrinter
+from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler
 
 __all__ = [
     "EncoderCheckpointSaver",
     "KeepBestWeights",
     "LearningRateTensorBoardHandler",
+    "LossTermsTensorBoardHandler",
+    "PerImageDiceSaver",
     "ProgressPrinter",
     "ResumeFromCheckpoint",
+    "SegmentationOverlayHandler",
     "TrainingCheckpointSaver",
     "ViewsTensorBoardHandler",
     "latest_checkpoint",

@@ -4,7 +4,7 @@ An encoder checkpoint is a ``torch.save`` file holding one dict::
 
     {
         "format": "modan_monai.encoder.v1",       # ENCODER_CHECKPOINT_FORMAT
-        "arch": "resnet18",
+        "arch": "resnet18",                       # or "cb_resnet18" (ENCODER_ARCHITECTURES)
         "encoder_kwargs": {"spatial_dims": 2, "in_channels": 1, "stem": "3x3",
                            "act": ("relu", {"inplace": True}), "norm": "batch"},
         "state_dict": {...},                       # ResNet18Encoder.state_dict() (conv1.*, bn1.*, layer1.* ...)
@@ -26,12 +26,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from .nets.cb_resnet_encoder import CBResNet18Encoder
 from .nets.resnet_encoder import ResNet18Encoder
 
-__all__ = ["ENCODER_CHECKPOINT_FORMAT", "load_encoder", "load_encoder_state", "read_checkpoint", "save_encoder"]
+__all__ = [
+    "ENCODER_ARCHITECTURES",
+    "ENCODER_CHECKPOINT_FORMAT",
+    "encoder_arch",
+    "load_encoder",
+    "load_encoder_state",
+    "read_checkpoint",
+    "save_encoder",
+]
 
 ENCODER_CHECKPOINT_FORMAT = "modan_monai.encoder.v1"
-_ARCHITECTURES: dict[str, type[ResNet18Encoder]] = {"resnet18": ResNet18Encoder}
+#: checkpoint ``arch`` name -> encoder class
+_ARCHITECTURES: dict[str, type[ResNet18Encoder]] = {"resnet18": ResNet18Encoder, "cb_resnet18": CBResNet18Encoder}
+ENCODER_ARCHITECTURES: tuple[str, ...] = tuple(_ARCHITECTURES)
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 _MAX_NAMED_KEYS = 12
 
@@ -67,12 +78,28 @@ def _unwrap_encoder(model: nn.Module) -> ResNet18Encoder:
     )
 
 
+def encoder_arch(encoder: nn.Module) -> str:
+    """The checkpoint ``arch`` name of an encoder: ``"resnet18"`` or ``"cb_resnet18"``.
+
+    The most specific registered class in the encoder's class hierarchy decides (a subclass of
+    ``CBResNet18Encoder``, such as a U-Net backbone wrapper, is ``"cb_resnet18"``).
+
+    Raises:
+        ValueError: for an encoder that derives from no registered class.
+    """
+    names = {cls: name for name, cls in _ARCHITECTURES.items()}
+    for cls in type(encoder).__mro__:
+        if cls in names:
+            return names[cls]
+    raise ValueError(f"{type(encoder).__name__} is not a registered encoder architecture ({sorted(_ARCHITECTURES)}).")
+
+
 def save_encoder(encoder: nn.Module, path: str | Path, **metadata: Any) -> Path:
     """Write an encoder checkpoint (format ``ENCODER_CHECKPOINT_FORMAT``, see module docstring).
 
     Args:
-        encoder: a ``ResNet18Encoder``, or a model whose ``.encoder`` is one (``ContrastiveModel``,
-            ``ClassificationModel``).
+        encoder: a ``ResNet18Encoder`` / ``CBResNet18Encoder``, or a model whose ``.encoder`` is one
+            (``ContrastiveModel``, ``MLVICXModel``, ``ClassificationModel``).
         path: output file (parent directories are created).
         metadata: plain values stored under ``"metadata"`` (e.g. ``method="mulsupcon", epoch=200``).
 
@@ -87,7 +114,7 @@ def save_encoder(encoder: nn.Module, path: str | Path, **metadata: Any) -> Path:
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     checkpoint = {
         "format": ENCODER_CHECKPOINT_FORMAT,
-        "arch": "resnet18",
+        "arch": encoder_arch(module),
         "encoder_kwargs": module.encoder_kwargs,
         "state_dict": state,
         "metadata": dict(metadata),
@@ -220,6 +247,9 @@ def load_encoder_state(
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ResNet18Encoder:
     """Rebuild an encoder from an encoder checkpoint written by :func:`save_encoder` (strict loading).
+
+    The class is chosen by the checkpoint's ``arch`` (``"resnet18"``: ``ResNet18Encoder``, ``"cb_resnet18"``:
+    ``CBResNet18Encoder``).
 
     Args:
         path: encoder checkpoint file.

@@ -27,12 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import _extract_encoder_state, _name_keys, load_encoder_state, read_checkpoint
+from .checkpoint import _extract_encoder_state, _name_keys, encoder_arch, load_encoder_state, read_checkpoint
 
 __all__ = ["IMAGENET_PREFIX", "initialise_encoder"]
 
 IMAGENET_PREFIX = "imagenet:"
 _IMAGENET_DROPPED = ("fc.weight", "fc.bias")
+#: encoder modules that a torchvision ResNet-18 has no weights for (MLVICX context bottlenecks): left random
+_NOT_IN_IMAGENET = ("context_blocks.",)
 
 
 def _imagenet_state(encoder: nn.Module, path: Path, logger: logging.Logger) -> tuple[dict[str, torch.Tensor], list]:
@@ -65,6 +67,10 @@ def _imagenet_state(encoder: nn.Module, path: Path, logger: logging.Logger) -> t
             )
     if dropped:
         logger.info(f"ImageNet classifier {dropped} dropped (not part of the encoder)")
+    extra = sorted(k for k in expected if k.startswith(_NOT_IN_IMAGENET) and k not in state)
+    if extra:
+        reinitialised.extend(extra)
+        logger.info(f"{len(extra)} context-bottleneck tensors have no ImageNet weights: random initialisation")
 
     missing = sorted(k for k in expected if k not in state and k not in reinitialised)
     unexpected = sorted(k for k in state if k not in expected)
@@ -90,19 +96,29 @@ def _imagenet_state(encoder: nn.Module, path: Path, logger: logging.Logger) -> t
 
 
 def _stem_hint(encoder: nn.Module, checkpoint: Mapping[str, Any]) -> str:
-    """A hint naming the stem when an encoder checkpoint was trained with another one, else ``""``."""
+    """A hint naming the architecture / stem when an encoder checkpoint was trained with others, else ``""``."""
+    hints = []
+    arch = checkpoint.get("arch")
+    try:
+        own_arch = encoder_arch(encoder)
+    except ValueError:
+        own_arch = None
+    if arch is not None and own_arch is not None and arch != own_arch:
+        hints.append(f" The checkpoint holds a {arch!r} encoder, the encoder is {own_arch!r} (choose arch={arch!r}).")
     kwargs = checkpoint.get("encoder_kwargs")
     stem = getattr(encoder, "stem", None)
     if isinstance(kwargs, Mapping) and stem is not None and kwargs.get("stem", stem) != stem:
-        return f" The checkpoint was trained with stem={kwargs['stem']!r}, the encoder has stem={stem!r}."
-    return ""
+        hints.append(f" The checkpoint was trained with stem={kwargs['stem']!r}, the encoder has stem={stem!r}.")
+    return "".join(hints)
 
 
 def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger | None = None) -> dict[str, Any]:
     """Initialise ``encoder`` in place from scratch, a pretraining checkpoint or local ImageNet weights.
 
     Args:
-        encoder: the encoder to initialise (a :class:`~modan_monai.networks.ResNet18Encoder`).
+        encoder: the encoder to initialise (a :class:`~modan_monai.networks.ResNet18Encoder` or
+            :class:`~modan_monai.networks.CBResNet18Encoder`; ImageNet weights leave the latter's context
+            bottlenecks at random initialisation).
         init: ``"scratch"``, ``"imagenet:<path to a torchvision-style resnet18 state_dict>"``, or the path of an
             encoder checkpoint / full training checkpoint written by a pretraining bundle (see module docstring).
         logger: where to log what was loaded and re-initialised; default ``logging.getLogger(__name__)``.

@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+from .cb_resnet_encoder import CBResNet18Encoder
+from .flexunet_encoders import (
+    FLEXUNET_BACKBONES,
+    FlexUNetCBResNet18Encoder,
+    FlexUNetResNet18Encoder,
+    SegmentationUNet,
+    flexunet_backbone,
+)
 from .heads import ClassificationModel, ContrastiveModel, ProjectionHead
+from .mlvicx import AGGREGATIONS, Expander, MLVICXModel, MultiLevelAggregation
 from .resnet_encoder import ResNet18Encoder
 
-__all__ = ["ClassificationModel", "ContrastiveModel", "ProjectionHead", "ResNet18Encoder"]
+__all__ = [
+    "AGGREGATIONS",
+    "FLEXUNET_BACKBONES",
+    "CBResNet18Encoder",
+    "ClassificationModel",
+    "ContrastiveModel",
+    "Expander",
+    "FlexUNetCBResNet18Encoder",
+    "FlexUNetResNet18Encoder",
+    "MLVICXModel",
+    "MultiLevelAggregation",
+    "ProjectionHead",
+    "ResNet18Encoder",
+    "SegmentationUNet",
+    "flexunet_backbone",
+]

@@ -1,0 +1,116 @@
+"""End-to-end tests of ``bundles/mlvicx_pretrain`` through ``python -m monai.bundle``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from modan_monai.data import ensure_demo_corpus
+from modan_monai.networks import CBResNet18Encoder, build_classifier, load_encoder
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mlvicx_pretrain"
+SCHEMA = BUNDLE.parent / "meta_schema.json"
+# 28 demo images, batch 14: two iterations per epoch; the stride-2 7x7 stem keeps the CPU time low
+TINY = ["--epochs", "1", "--image_size", "32", "--batch_size", "14", "--log_interval", "1", "--expander_features", "32",
+        "--stem", "7x7"]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    ensure_demo_corpus(root, size=32, per_pair=4)
+    return root
+
+
+def run_bundle(out: Path, demo_dir: Path, *extra: str) -> str:
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", "configs/train.json",
+        "--logging_file", "configs/logging.conf",
+        "--dataset_dir", str(demo_dir),
+        "--manifest", str(demo_dir / "manifest.csv"),
+        "--output_dir", str(out),
+        *TINY,
+        *extra,
+    ]
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+def scalar_tags(out: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc.Tags()["scalars"]
+
+
+def test_train_writes_terms_checkpoints_and_resumes(tmp_path: Path, demo_dir: Path) -> None:
+    out = tmp_path / "mlvicx"
+    log = run_bundle(out, demo_dir)
+    assert "no checkpoint in" in log and "epoch 1/1" in log
+    assert (out / "checkpoint_epoch=1.pt").is_file()
+    tags = set(scalar_tags(out))
+    terms = {
+        f"loss_terms/{lvl}/{t}" for lvl in ("global", "multilevel") for t in ("invariance", "variance", "covariance")
+    }
+    assert terms | {"train_loss", "lr/group_0", "lr/group_1", "loss_terms/loss"} <= tags
+
+    checkpoint = torch.load(out / "encoder.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["arch"] == "cb_resnet18" and checkpoint["metadata"]["method"] == "mlvicx"
+    encoder = load_encoder(out / "encoder.pt")
+    assert isinstance(encoder, CBResNet18Encoder) and encoder(torch.zeros(2, 1, 32, 32)).shape == (2, 512)
+    model = build_classifier(init=str(out / "encoder.pt"), num_classes=2, stem="7x7")
+    assert isinstance(model.encoder, CBResNet18Encoder)
+
+    first = torch.load(out / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=False)
+    log = run_bundle(out, demo_dir, "--epochs", "2")
+    assert "resuming from" in log and "checkpoint_epoch=1.pt" in log
+    second = torch.load(out / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert second["trainer"]["iteration"] == 2 * first["trainer"]["iteration"]
+    assert [g["lars_exclude"] for g in second["optimizer"]["param_groups"]] == [False, True]
+    # a training checkpoint also initialises a CB classifier (architecture recognised from its keys)
+    assert isinstance(build_classifier(init=str(out / "checkpoint_epoch=2.pt"), stem="7x7").encoder, CBResNet18Encoder)
+
+
+def test_check_properties_metadata_and_scaled_lr(tmp_path: Path, demo_dir: Path) -> None:
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+        workflow_type="train",
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(demo_dir),
+        manifest=str(demo_dir / "manifest.csv"),
+        output_dir=str(tmp_path / "props"),
+        batch_size=64,
+        expander_features=32,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.parser.get_parsed_content("learning_rate") == pytest.approx(0.2 * 64 / 256)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
+         "--filepath", str(SCHEMA)],
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0 and "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr
+
+
+def test_non_finite_loss_stops_the_run_naming_the_term(tmp_path: Path, demo_dir: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+        "--dataset_dir", str(demo_dir), "--manifest", str(demo_dir / "manifest.csv"),
+        "--output_dir", str(tmp_path / "nan"), *TINY, "--base_learning_rate", "1e30", "--warmup_epochs", "0",
+    ]
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert re.search(r"FloatingPointError: MLVICX term '[a-z]+/[a-z]+' is (nan|inf|-inf) at iteration \d+", proc.stderr)

@@ -1,0 +1,141 @@
+"""End-to-end tests of ``bundles/segment``: train (``python -m monai.bundle run``), evaluate, infer, export."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+from monai.bundle import run as bundle_run
+from PIL import Image
+
+from modan_monai.data.demo_segmentation import demo_segmentation_manifest
+from modan_monai.networks import save_encoder
+from modan_monai.networks.nets.cb_resnet_encoder import CBResNet18Encoder
+from modan_monai.networks.nets.flexunet_encoders import SegmentationUNet
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "segment"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = BUNDLE.parent / "meta_schema.json"
+TINY = {"epochs": 1, "image_size": 32, "batch_size": 4, "log_interval": 1, "few_shot": 3, "overlay_images": 2}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("segdemo")
+    return root, Path(demo_segmentation_manifest(root, size=32, n_images=10))
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_train_evaluate_infer_and_export(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, manifest = demo
+    out = tmp_path / "models"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+           "--logging_file", "configs/logging.conf", "--dataset_dir", str(root), "--manifest", str(manifest),
+           "--output_dir", str(out)]
+    for k, v in TINY.items():
+        cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert "epoch 1/1" in log and "val_dice_heart" in log and "val_mean_dice" in log
+    assert (out / "model.pt").is_file() and (out / "model_final.pt").is_file()
+    acc = EventAccumulator(str(out / "logs"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    assert {"train_loss", "val_mean_dice", "val_dice_heart", "val_dice_left_lung", "val_dice_right_lung"} <= set(
+        acc.Tags()["scalars"]
+    )
+    assert "val_overlay" in acc.Tags()["images"]
+
+    # per-image Dice of models/model.pt on the test split
+    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),
+               dataset_dir=str(root), manifest=str(manifest), output_dir=str(out), image_size=32)
+    metrics = dict(read_csv(out / "metrics.csv"))
+    assert {"test_mean_dice", "test_dice_heart", "test_dice_left_lung", "test_dice_right_lung"} <= set(metrics)
+    rows = read_csv(out / "test_dice_per_image.csv")
+    n_test = sum(1 for r in read_csv(manifest)[1:] if r[read_csv(manifest)[0].index("split")] == "test")
+    assert rows[0] == ["filename", "heart", "left_lung", "right_lung", "mean"] and len(rows) == n_test + 1
+    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[1:])
+
+    # inference at another network size: one mask per structure, at the image's own size
+    inferred = tmp_path / "infer"
+    bundle_run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), dataset_dir=str(root),
+               ckpt_path=str(out / "model.pt"), output_dir=str(inferred), image_size=64)
+    masks = sorted(inferred.glob("*/*.png"))
+    assert len(masks) == 3 * len(list(root.glob("images/*.png")))
+    assert {m.stem.split("_", 1)[1] for m in masks} == {"heart", "left_lung", "right_lung"}
+    mask = np.array(Image.open(masks[0]))
+    assert mask.shape == (32, 32) and set(np.unique(mask).tolist()) <= {0, 255}
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE))
+    ts = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(out / "model.pt"),
+                meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
+                bundle_root=str(BUNDLE), use_trace=True)
+    traced = torch.jit.load(str(ts))
+    eager = SegmentationUNet(in_channels=1, out_channels=3)
+    eager.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(traced(x), eager.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "files, workflow_type", [(["train.json"], "train"), (["inference.json"], "infer")]
+)
+def test_check_properties(tmp_path: Path, demo: tuple[Path, Path], files: list[str], workflow_type: str) -> None:
+    root, manifest = demo
+    overrides = {"manifest": str(manifest)} if workflow_type == "train" else {}
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type=workflow_type, bundle_root=str(BUNDLE), dataset_dir=str(root), output_dir=str(tmp_path),
+        **overrides,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_frozen_encoder_and_few_shot_override(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    root, manifest = demo
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), freeze_encoder=True, few_shot=3,
+        image_size=32,
+    )
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network")
+    optimizer = workflow.parser.get_parsed_content("optimizer")
+    assert not network.train().encoder.training
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised.isdisjoint(id(p) for p in network.encoder.parameters()) and optimised
+    train = workflow.parser.get_parsed_content("train_datalist")
+    assert len(train) == 3 and train == workflow.parser.get_parsed_content("train_datalist")
+
+
+def test_checkpoint_of_another_backbone_is_refused(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    root, manifest = demo
+    path = save_encoder(CBResNet18Encoder(), tmp_path / "cb_encoder.pt")
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), init=str(path),
+    )
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError
+        workflow.parser.get_parsed_content("network_def")
+    cause = str(err.value.__cause__)
+    assert isinstance(err.value.__cause__, ValueError) and "unexpected keys [context_blocks" in cause
+
+
+def test_verify_metadata() -> None:
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
