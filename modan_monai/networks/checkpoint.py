@@ -19,7 +19,7 @@ the state dict of a ``ContrastiveModel`` / ``ClassificationModel``), keeping the
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,41 @@ def _name_keys(keys: list[str]) -> str:
     return f"[{shown}{more}]"
 
 
+
+def state_dict_problems(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    strict: bool = True,
+    allowed_missing: Sequence[str] = (),
+) -> tuple[list[str], list[str], list[str]]:
+    """Compare a state dict with a model's and describe what does not match.
+
+    Args:
+        expected: the model's ``state_dict()``.
+        state: the weights to load.
+        strict: report missing and unexpected keys as problems (shape mismatches always are).
+        allowed_missing: keys of ``expected`` that may be absent from ``state``.
+
+    Returns:
+        ``(missing, unexpected, problems)``: sorted key lists and the human-readable problems
+        (empty when the weights load).
+    """
+    missing = sorted(k for k in expected if k not in state and k not in allowed_missing)
+    unexpected = sorted(k for k in state if k not in expected)
+    mismatched = sorted(
+        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    )
+    problems = []
+    if mismatched:
+        problems.append(f"shape-mismatched keys {_name_keys(mismatched)}")
+    if strict and missing:
+        problems.append(f"missing keys {_name_keys(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys {_name_keys(unexpected)}")
+    return missing, unexpected, problems
+
 def load_encoder_state(
     encoder: nn.Module,
     path_or_dict: str | Path | Mapping[str, Any],
@@ -225,20 +260,7 @@ def load_encoder_state(
         checkpoint, source = read_checkpoint(path_or_dict, map_location), f"checkpoint {path_or_dict}"
     state = _extract_encoder_state(checkpoint, source)
     expected = encoder.state_dict()
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
-    mismatched = sorted(
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    )
-    problems = []
-    if mismatched:
-        problems.append(f"shape-mismatched keys {_name_keys(mismatched)}")
-    if strict and missing:
-        problems.append(f"missing keys {_name_keys(missing)}")
-    if strict and unexpected:
-        problems.append(f"unexpected keys {_name_keys(unexpected)}")
+    missing, unexpected, problems = state_dict_problems(expected, state, strict=strict)
     if problems:
         raise ValueError(f"{source} does not match {type(encoder).__name__}: " + "; ".join(problems) + ".")
     encoder.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)

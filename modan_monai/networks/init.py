@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import _extract_encoder_state, _name_keys, encoder_arch, load_encoder_state, read_checkpoint
+from .checkpoint import _extract_encoder_state, encoder_arch, load_encoder_state, read_checkpoint, state_dict_problems
 
 __all__ = ["IMAGENET_PREFIX", "initialise_encoder"]
 
@@ -72,20 +72,7 @@ def _imagenet_state(encoder: nn.Module, path: Path, logger: logging.Logger) -> t
         reinitialised.extend(extra)
         logger.info(f"{len(extra)} context-bottleneck tensors have no ImageNet weights: random initialisation")
 
-    missing = sorted(k for k in expected if k not in state and k not in reinitialised)
-    unexpected = sorted(k for k in state if k not in expected)
-    mismatched = sorted(
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    )
-    problems = []
-    if mismatched:
-        problems.append(f"shape-mismatched keys {_name_keys(mismatched)}")
-    if missing:
-        problems.append(f"missing keys {_name_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_name_keys(unexpected)}")
+    _, _, problems = state_dict_problems(expected, state, allowed_missing=reinitialised)
     if problems:
         raise ValueError(
             f"ImageNet weights {path} are not a torchvision-style ResNet-18 for {type(encoder).__name__}: "

@@ -93,21 +93,7 @@ class CBResNet18Encoder(ResNet18Encoder):
             "spatial_kernel_size": self.spatial_kernel_size,
         }
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Refined feature maps ``[stem, layer1, layer2, layer3, layer4]``.
-
-        Args:
-            x: ``(B, in_channels, *spatial)``.
-
-        Returns:
-            The five refined maps ``ŷ_0 ... ŷ_4`` (the stem map is refined before the max-pool; each refined map
-            feeds the next stage).
-        """
-        blocks = iter(self.context_blocks)
-        refined = next(blocks)(self.act(self.bn1(self.conv1(x))))
-        features = [refined]
-        out = self.maxpool(refined)
-        for layer, block in zip((self.layer1, self.layer2, self.layer3, self.layer4), blocks):
-            out = block(layer(out))
-            features.append(out)
-        return features
+    def _refine(self, level: int, feature_map: torch.Tensor) -> torch.Tensor:
+        """Context bottleneck of ``level`` (0 = stem, 1-4 = layers): ``forward_features`` returns the refined maps
+        ``ŷ_0 ... ŷ_4`` (the stem map is refined before the max-pool) and each refined map feeds the next stage."""
+        return self.context_blocks[level](feature_map)

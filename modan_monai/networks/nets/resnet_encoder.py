@@ -131,13 +131,20 @@ class ResNet18Encoder(ResNet):
             layers have 64, 128, 256, 512 channels and halve the size from ``layer2`` on (``layer1`` is
             ``H/2`` resp. ``H/4``).
         """
-        stem = self.act(self.bn1(self.conv1(x)))
+        stem = self._refine(0, self.act(self.bn1(self.conv1(x))))
         out = self.maxpool(stem)
         features = [stem]
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            out = layer(out)
+        for level, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1):
+            out = self._refine(level, layer(out))
             features.append(out)
         return features
+
+    def _refine(self, level: int, feature_map: torch.Tensor) -> torch.Tensor:
+        """Hook applied to the map of each level (0 = stem, 1-4 = layers) before the next stage consumes it.
+
+        The plain encoder passes the map through; :class:`CBResNet18Encoder` applies its context bottleneck.
+        """
+        return feature_map
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pooled ``layer4`` features.
