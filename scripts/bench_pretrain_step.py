@@ -2,7 +2,7 @@
 
 Builds the ``modan_pretrain`` bundle's trainer (CacheDataset, views, network, loss, optimiser,
 ``PrepareMultiViewBatch``, MONAI ``SupervisedTrainer``) without its logging/checkpoint handlers, fills the
-cache, then times ``--iterations`` training steps and, in the same process, the same number of bare
+cache, then times one epoch over the manifest (``drop_last`` batches) and, in the same process, the same number of bare
 ``ResNet18Encoder`` forward+backward passes on random tensors of the same batch (B images x V views) and
 image size. The two are timed alternately ``--rounds`` times and the medians compared:
 
@@ -27,7 +27,7 @@ from monai.bundle import ConfigParser
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "modan_pretrain"
 
 
-def build_trainer(manifest: str, image_size: int, batch_size: int, iterations: int, out: str, config: str):
+def build_trainer(manifest: str, image_size: int, batch_size: int, out: str, config: str):
     """Parse the bundle config with the benchmark's overrides and return ``(trainer, encoder, num_views)``."""
     files = [str(BUNDLE / "configs" / "train.json")] + ([str(BUNDLE / "configs" / config)] if config else [])
     parser = ConfigParser()
@@ -41,23 +41,25 @@ def build_trainer(manifest: str, image_size: int, batch_size: int, iterations: i
             "batch_size": batch_size,
             "device": "$torch.device('cpu')",
             "train#handlers": [],
-            "train#trainer#epoch_length": iterations,
             "train#trainer#max_epochs": 1,
         }
     )
     trainer = parser.get_parsed_content("train#trainer")
-    if len(trainer.data_loader) < iterations:
-        raise ValueError(
-            f"the manifest gives {len(trainer.data_loader)} batches of {batch_size}, fewer than --iterations {iterations}"
-        )
+    if len(trainer.data_loader) < 1:
+        raise ValueError(f"the manifest {manifest} gives no full batch of {batch_size}")
     return trainer, parser.get_parsed_content("encoder"), parser.get_parsed_content("num_views")
 
 
-def time_pipeline(trainer) -> float:
-    trainer.state.max_epochs = None  # a finished ignite engine restarts from epoch 0 on the next run()
+def time_pipeline(trainer) -> tuple[float, int]:
+    """Seconds and iterations of one ``trainer.run()``.
+
+    A finished ignite engine restarts from epoch 0 on the next run(), with ``epoch_length = len(loader)``: the
+    iterations are read back from the engine state rather than assumed.
+    """
+    trainer.state.max_epochs = None
     start = time.perf_counter()
     trainer.run()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, int(trainer.state.iteration)
 
 
 def time_bare(encoder: torch.nn.Module, batch: int, views: int, size: int, iterations: int) -> float:
@@ -76,7 +78,6 @@ def main() -> None:
     parser.add_argument("--config", default="", help="override file, e.g. simclr.json or supervised.json")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -90,17 +91,18 @@ def main() -> None:
 
             manifest = ensure_demo_corpus(Path(tmp) / "demo", size=max(64, args.image_size), per_pair=32)
         trainer, encoder, views = build_trainer(
-            manifest, args.image_size, args.batch_size, args.iterations, str(Path(tmp) / "out"), args.config
+            manifest, args.image_size, args.batch_size, str(Path(tmp) / "out"), args.config
         )
-        images = args.iterations * args.batch_size
         time_pipeline(trainer)  # warm-up (first iteration allocations, thread pools)
         time_bare(encoder, args.batch_size, views, args.image_size, 1)
         pipe, bare = [], []
         for _ in range(args.rounds):
-            pipe.append(images / time_pipeline(trainer))
-            bare.append(images / time_bare(encoder, args.batch_size, views, args.image_size, args.iterations))
+            seconds, iterations = time_pipeline(trainer)
+            pipe.append(iterations * args.batch_size / seconds)
+            bare_seconds = time_bare(encoder, args.batch_size, views, args.image_size, iterations)
+            bare.append(iterations * args.batch_size / bare_seconds)
     p, b = statistics.median(pipe), statistics.median(bare)
-    print(f"batch {args.batch_size} x {views} views, {args.image_size} px, {args.iterations} iterations x {args.rounds} rounds, "
+    print(f"batch {args.batch_size} x {views} views, {args.image_size} px, {iterations} iterations x {args.rounds} rounds, "
           f"{torch.get_num_threads()} threads")
     print(f"pipeline (cached data, views, encoder+head, loss, SGD step): {p:8.1f} images/s  rounds {[round(x, 1) for x in pipe]}")
     print(f"bare encoder forward+backward:                               {b:8.1f} images/s  rounds {[round(x, 1) for x in bare]}")
