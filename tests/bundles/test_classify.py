@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,33 +27,23 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, Path(demo_classification_manifest(root, size=32, per_pair=4))
 
 
-def tensorboard_scalars(log_dir: Path) -> list[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc.Tags()["scalars"]
-
-
 def read_csv(path: Path) -> list[list[str]]:
     with open(path, newline="") as f:
         return list(csv.reader(f))
 
 
-def test_train_evaluate_infer_and_export(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+def test_train_evaluate_infer_and_export(
+    tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable
+) -> None:
     root, manifest = demo
     out = tmp_path / "models"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-           "--logging_file", "configs/logging.conf", "--dataset_dir", str(root), "--manifest", str(manifest),
-           "--output_dir", str(out)]
-    for k, v in TINY.items():
-        cmd += [f"--{k}", str(v)]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
+    log = bundle_cli(
+        "classify", "run", "--config_file", "configs/train.json", "--logging_file", "configs/logging.conf",
+        dataset_dir=root, manifest=manifest, output_dir=out, **TINY,
+    )
     assert "epoch 1/1" in log and "val_auc" in log
     assert (out / "model.pt").is_file() and (out / "model_final.pt").is_file()
-    assert {"train_loss", "val_auc", "lr"} <= set(tensorboard_scalars(out / "logs"))
+    assert {"train_loss", "val_auc", "lr"} <= set(tensorboard_tags(out / "logs")["scalars"])
 
     # evaluate models/model.pt on the test split (in-process: the same `run` as the CLI)
     bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),

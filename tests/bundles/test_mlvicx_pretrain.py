@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from modan_monai.networks import CBResNet18Encoder, build_classifier, load_encod
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mlvicx_pretrain"
 SCHEMA = BUNDLE.parent / "meta_schema.json"
 # 28 demo images, batch 14: two iterations per epoch; the stride-2 7x7 stem keeps the CPU time low
-TINY = ["--epochs", "1", "--image_size", "32", "--batch_size", "14", "--log_interval", "1", "--expander_features", "32",
-        "--stem", "7x7"]
+TINY = {"epochs": 1, "image_size": 32, "batch_size": 14, "log_interval": 1, "expander_features": 32, "stem": "7x7"}
 
 
 @pytest.fixture(scope="module")
@@ -28,37 +26,23 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_bundle(out: Path, demo_dir: Path, *extra: str) -> str:
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", "configs/train.json",
-        "--logging_file", "configs/logging.conf",
-        "--dataset_dir", str(demo_dir),
-        "--manifest", str(demo_dir / "manifest.csv"),
-        "--output_dir", str(out),
-        *TINY,
-        *extra,
-    ]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
-    return log
+def run_train(bundle_cli: Callable[..., str], out: Path, demo_dir: Path, check: bool = True, **overrides: object) -> str:
+    """The bundle's training run on the demo corpus with tiny overrides."""
+    return bundle_cli(
+        "mlvicx_pretrain", "run", "--config_file", "configs/train.json", "--logging_file", "configs/logging.conf",
+        check=check,
+        **{"dataset_dir": demo_dir, "manifest": demo_dir / "manifest.csv", "output_dir": out, **TINY, **overrides},
+    )
 
 
-def scalar_tags(out: Path) -> list[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc.Tags()["scalars"]
-
-
-def test_train_writes_terms_checkpoints_and_resumes(tmp_path: Path, demo_dir: Path) -> None:
+def test_train_writes_terms_checkpoints_and_resumes(
+    tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str], tensorboard_tags: Callable
+) -> None:
     out = tmp_path / "mlvicx"
-    log = run_bundle(out, demo_dir)
+    log = run_train(bundle_cli, out, demo_dir)
     assert "no checkpoint in" in log and "epoch 1/1" in log
     assert (out / "checkpoint_epoch=1.pt").is_file()
-    tags = set(scalar_tags(out))
+    tags = set(tensorboard_tags(out)["scalars"])
     terms = {
         f"loss_terms/{lvl}/{t}" for lvl in ("global", "multilevel") for t in ("invariance", "variance", "covariance")
     }
@@ -72,7 +56,7 @@ def test_train_writes_terms_checkpoints_and_resumes(tmp_path: Path, demo_dir: Pa
     assert isinstance(model.encoder, CBResNet18Encoder)
 
     first = torch.load(out / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=False)
-    log = run_bundle(out, demo_dir, "--epochs", "2")
+    log = run_train(bundle_cli, out, demo_dir, epochs=2)
     assert "resuming from" in log and "checkpoint_epoch=1.pt" in log
     second = torch.load(out / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
     assert second["trainer"]["iteration"] == 2 * first["trainer"]["iteration"]
@@ -81,7 +65,7 @@ def test_train_writes_terms_checkpoints_and_resumes(tmp_path: Path, demo_dir: Pa
     assert isinstance(build_classifier(init=str(out / "checkpoint_epoch=2.pt"), stem="7x7").encoder, CBResNet18Encoder)
 
 
-def test_check_properties_metadata_and_scaled_lr(tmp_path: Path, demo_dir: Path) -> None:
+def test_check_properties_metadata_and_scaled_lr(tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str]) -> None:
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "train.json"),
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
@@ -97,20 +81,12 @@ def test_check_properties_metadata_and_scaled_lr(tmp_path: Path, demo_dir: Path)
     workflow.initialize()
     assert workflow.check_properties() == []
     assert workflow.parser.get_parsed_content("learning_rate") == pytest.approx(0.2 * 64 / 256)
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
-         "--filepath", str(SCHEMA)],
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0 and "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr
+    log = bundle_cli("mlvicx_pretrain", "verify_metadata", meta_file="configs/metadata.json", filepath=SCHEMA)
+    assert "metadata is verified with no error" in log
 
 
-def test_non_finite_loss_stops_the_run_naming_the_term(tmp_path: Path, demo_dir: Path) -> None:
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-        "--dataset_dir", str(demo_dir), "--manifest", str(demo_dir / "manifest.csv"),
-        "--output_dir", str(tmp_path / "nan"), *TINY, "--base_learning_rate", "1e30", "--warmup_epochs", "0",
-    ]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0
-    assert re.search(r"FloatingPointError: MLVICX term '[a-z]+/[a-z]+' is (nan|inf|-inf) at iteration \d+", proc.stderr)
+def test_non_finite_loss_stops_the_run_naming_the_term(
+    tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str]
+) -> None:
+    log = run_train(bundle_cli, tmp_path / "nan", demo_dir, check=False, base_learning_rate=1e30, warmup_epochs=0)
+    assert re.search(r"FloatingPointError: MLVICX term '[a-z]+/[a-z]+' is (nan|inf|-inf) at iteration \d+", log)

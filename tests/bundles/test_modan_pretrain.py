@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +15,7 @@ from modan_monai.networks import load_encoder
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "modan_pretrain"
 SCHEMA = BUNDLE.parent / "meta_schema.json"
-TINY = ["--epochs", "1", "--image_size", "32", "--batch_size", "8", "--log_interval", "1"]
+TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "log_interval": 1}
 
 
 @pytest.fixture(scope="module")
@@ -27,38 +25,26 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_bundle(out: Path, demo_dir: Path, *extra: str, configs: tuple[str, ...] = ("train.json",)) -> str:
-    files = [f"configs/{c}" for c in configs]
-    config_file = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", config_file,
+def config_arg(*names: str) -> str:
+    """``--config_file`` value for one config file or a list of them (base first, overrides after)."""
+    files = [f"configs/{n}" for n in names]
+    return files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def run_train(bundle_cli: Callable[..., str], out: Path, demo_dir: Path, *configs: str, **overrides: object) -> str:
+    """The bundle's training run on the demo corpus with tiny overrides."""
+    return bundle_cli(
+        "modan_pretrain", "run", "--config_file", config_arg("train.json", *configs),
         "--logging_file", "configs/logging.conf",
-        "--dataset_dir", str(demo_dir),
-        "--manifest", str(demo_dir / "manifest.csv"),
-        "--output_dir", str(out),
-        *TINY,
-        *extra,
-    ]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
-    return log
+        **{"dataset_dir": demo_dir, "manifest": demo_dir / "manifest.csv", "output_dir": out, **TINY, **overrides},
+    )
 
 
-def tensorboard_tags(out: Path) -> dict[str, list[str]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = list(out.glob("events.out.tfevents.*"))
-    assert events, f"no TensorBoard event file in {out}"
-    acc = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
-    acc.Reload()
-    return acc.Tags()
-
-
-def test_train_writes_checkpoints_tensorboard_and_resumes(tmp_path: Path, demo_dir: Path) -> None:
+def test_train_writes_checkpoints_tensorboard_and_resumes(
+    tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str], tensorboard_tags: Callable
+) -> None:
     out = tmp_path / "modan"
-    log = run_bundle(out, demo_dir)
+    log = run_train(bundle_cli, out, demo_dir)
     assert "no checkpoint in" in log
     assert "epoch 1/1" in log and "left" in log  # progress line
     assert (out / "checkpoint_epoch=1.pt").is_file()
@@ -69,7 +55,7 @@ def test_train_writes_checkpoints_tensorboard_and_resumes(tmp_path: Path, demo_d
     assert {"views/view_0", "views/view_1"} <= set(tags["images"])
 
     first = torch.load(out / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=False)
-    log = run_bundle(out, demo_dir, "--epochs", "2")
+    log = run_train(bundle_cli, out, demo_dir, epochs=2)
     assert "resuming from" in log and "checkpoint_epoch=1.pt" in log
     second = torch.load(out / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
     assert second["trainer"]["max_epochs"] == 2
@@ -77,15 +63,15 @@ def test_train_writes_checkpoints_tensorboard_and_resumes(tmp_path: Path, demo_d
 
 
 @pytest.mark.parametrize("override", ["simclr.json", "supervised.json"])
-def test_baseline_overrides_run(tmp_path: Path, demo_dir: Path, override: str) -> None:
+def test_baseline_overrides_run(tmp_path: Path, demo_dir: Path, override: str, bundle_cli: Callable[..., str]) -> None:
     out = tmp_path / override
-    run_bundle(out, demo_dir, configs=("train.json", override))
+    run_train(bundle_cli, out, demo_dir, override)
     assert (out / "checkpoint_epoch=1.pt").is_file()
     meta = torch.load(out / "encoder.pt", map_location="cpu", weights_only=False)["metadata"]
     assert meta["method"] == override.removesuffix(".json")
 
 
-def test_check_properties_and_metadata(tmp_path: Path, demo_dir: Path) -> None:
+def test_check_properties_and_metadata(tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str]) -> None:
     for extra in ([], ["configs/simclr.json"], ["configs/supervised.json"]):
         workflow = ConfigWorkflow(
             config_file=[str(BUNDLE / "configs" / "train.json"), *[str(BUNDLE / e) for e in extra]],
@@ -98,22 +84,18 @@ def test_check_properties_and_metadata(tmp_path: Path, demo_dir: Path) -> None:
         )
         workflow.initialize()
         assert workflow.check_properties() == []
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
-         "--filepath", str(SCHEMA)],
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0 and "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr
+    log = bundle_cli("modan_pretrain", "verify_metadata", meta_file="configs/metadata.json", filepath=SCHEMA)
+    assert "metadata is verified with no error" in log
 
 
-def test_bad_manifest_row_is_reported(tmp_path: Path, demo_dir: Path) -> None:
+def test_bad_manifest_row_is_reported(tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str]) -> None:
     bad = tmp_path / "bad.csv"
     frame = pd.read_csv(demo_dir / "manifest.csv", keep_default_na=False)
     frame["path"] = [str(demo_dir / p) for p in frame["path"]]
     frame.loc[2, "path"] = frame.loc[2, "path"].replace(".dcm", "_missing.dcm")
     frame.to_csv(bad, index=False)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-           "--manifest", str(bad), "--output_dir", str(tmp_path / "o"), *TINY]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=dict(os.environ))
-    assert proc.returncode != 0
-    assert "row 2" in proc.stderr and "_missing" in proc.stderr
+    log = bundle_cli(
+        "modan_pretrain", "run", "--config_file", "configs/train.json", check=False,
+        manifest=bad, output_dir=tmp_path / "o", **TINY,
+    )
+    assert "row 2" in log and "_missing" in log

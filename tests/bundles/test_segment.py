@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,27 +35,22 @@ def read_csv(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def test_train_evaluate_infer_and_export(tmp_path: Path, demo: tuple[Path, Path]) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def test_train_evaluate_infer_and_export(
+    tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable
+) -> None:
     root, manifest = demo
     out = tmp_path / "models"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
-           "--logging_file", "configs/logging.conf", "--dataset_dir", str(root), "--manifest", str(manifest),
-           "--output_dir", str(out)]
-    for k, v in TINY.items():
-        cmd += [f"--{k}", str(v)]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
+    log = bundle_cli(
+        "segment", "run", "--config_file", "configs/train.json", "--logging_file", "configs/logging.conf",
+        dataset_dir=root, manifest=manifest, output_dir=out, **TINY,
+    )
     assert "epoch 1/1" in log and "val_dice_heart" in log and "val_mean_dice" in log
     assert (out / "model.pt").is_file() and (out / "model_final.pt").is_file()
-    acc = EventAccumulator(str(out / "logs"), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
+    tags = tensorboard_tags(out / "logs")
     assert {"train_loss", "val_mean_dice", "val_dice_heart", "val_dice_left_lung", "val_dice_right_lung"} <= set(
-        acc.Tags()["scalars"]
+        tags["scalars"]
     )
-    assert "val_overlay" in acc.Tags()["images"]
+    assert "val_overlay" in tags["images"]
 
     # per-image Dice of models/model.pt on the test split
     bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),

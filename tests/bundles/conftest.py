@@ -1,0 +1,51 @@
+"""Helpers shared by the bundle tests: the ``python -m monai.bundle`` command line and TensorBoard tags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
+
+def _bundle_cli(bundle: str, command: str, *args: str, check: bool = True, **overrides: object) -> str:
+    """Run ``python -m monai.bundle <command> <args> --key value...`` in ``bundles/<bundle>``; return its output.
+
+    With ``check`` the run must succeed (the end of its output is shown otherwise).
+    """
+    cmd = [sys.executable, "-m", "monai.bundle", command, *args]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    proc = subprocess.run(cmd, cwd=BUNDLES / bundle, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, log[-6000:]
+    else:
+        assert proc.returncode != 0, f"expected {command} to fail:\n{log[-3000:]}"
+    return log
+
+
+def _tensorboard_tags(log_dir: Path) -> dict[str, list[str]]:
+    """Scalar and image tags of the TensorBoard event files in ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert list(Path(log_dir).glob("events.out.tfevents.*")), f"no TensorBoard event file in {log_dir}"
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc.Tags()
+
+
+@pytest.fixture
+def bundle_cli() -> Callable[..., str]:
+    """``bundle_cli(bundle, command, *args, check=True, **overrides) -> output`` (see ``_bundle_cli``)."""
+    return _bundle_cli
+
+
+@pytest.fixture
+def tensorboard_tags() -> Callable[[Path], dict[str, list[str]]]:
+    """``tensorboard_tags(log_dir) -> {"scalars": [...], "images": [...], ...}``."""
+    return _tensorboard_tags
