@@ -311,20 +311,9 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, results: dic
         torch.distributed.destroy_process_group()
 
 
-def test_gather_distributed_matches_global_batch(tmp_path) -> None:
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
+def test_gather_distributed_matches_global_batch(tmp_path, run_on_ranks) -> None:
     world_size = 2
-    context = torch.multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        results = manager.dict()
-        torch.multiprocessing.start_processes(
-            _distributed_worker,
-            args=(world_size, str(tmp_path / "init"), results),
-            nprocs=world_size,
-            start_method="spawn",
-        )
-        results = dict(results)
+    results = run_on_ranks(_distributed_worker, tmp_path, world_size)
     labels, _ = random_metadata_labels(8, torch.Generator().manual_seed(23))
     features = make_features(8, 2, 6, seed=24).requires_grad_(True)
     global_loss = MulSupConLoss(temperature=0.1)(features, labels)

@@ -175,18 +175,9 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, results: dic
         torch.distributed.destroy_process_group()
 
 
-def test_gather_distributed_matches_global_batch(tmp_path) -> None:
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
+def test_gather_distributed_matches_global_batch(tmp_path, run_on_ranks) -> None:
     world_size = 2
-    context = torch.multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        results = manager.dict()
-        torch.multiprocessing.start_processes(
-            _distributed_worker, args=(world_size, str(tmp_path / "init"), results), nprocs=world_size,
-            start_method="spawn",
-        )
-        results = dict(results)
+    results = run_on_ranks(_distributed_worker, tmp_path, world_size)
     gen = torch.Generator().manual_seed(31)
     a = torch.randn(8, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
     b = torch.randn(8, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
