@@ -17,8 +17,9 @@ import pandas as pd
 from . import busi, dicom_dir, head_ct, jsrt, medmnist, mrnet, radimagenet, shared_pretrain
 from .combine import combine, summarize
 from .shared_pretrain import subsample
+from .splits import assign_splits
 
-__all__ = ["BUILDERS", "build_manifest", "combine", "subsample", "summarize"]
+__all__ = ["BUILDERS", "assign_splits", "build_manifest", "combine", "subsample", "summarize"]
 
 #: builder name -> ``build(root, **options)``.
 BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {

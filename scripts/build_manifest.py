@@ -6,6 +6,7 @@ Examples:
     python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --dataset tcga --opt ignore_non_dicom=true
     python scripts/build_manifest.py mrnet /data/MRNet-v1.0 -o mrnet.csv --opt planes=sagittal,coronal
     python scripts/build_manifest.py shared-pretrain ../shared/datasets -o pretrain.csv --max-per-dataset 500
+    python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv --split-fractions train=0.6,val=0.1,test=0.3
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from data_manifests import BUILDERS, build_manifest, summarize
+from data_manifests import BUILDERS, assign_splits, build_manifest, summarize
 from modan_monai.data.manifest import write_manifest
 
 _KINDS = sorted(BUILDERS) + ["shared-pretrain"]  # builder names; shared-pretrain is the documented alias
@@ -46,6 +47,19 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
+def _parse_fractions(text: str) -> dict[str, float]:
+    fractions: dict[str, float] = {}
+    for pair in text.split(","):
+        name, sep, value = pair.partition("=")
+        try:
+            fractions[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected name=fraction[,name=fraction...], got {text!r}") from None
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected name=fraction[,name=fraction...], got {text!r}")
+    return fractions
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -66,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="builder option; repeatable; a,b is a tuple, true/false a bool")
     parser.add_argument("--max-per-dataset", type=int, help="shared-pretrain: subsample each dataset to N rows")
-    parser.add_argument("--seed", type=int, default=0, help="shared-pretrain: subsampling seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="subsampling / split seed (default 0)")
     parser.add_argument("--exclude", nargs="*", default=[],
                         help="shared-pretrain: datasets to leave out (pneumoniamnist, jsrt, ct_tcga, head_ct)")
+    parser.add_argument("--split-fractions", type=_parse_fractions, metavar="NAME=F,...",
+                        help="assign a seeded random split per case_id (e.g. train=0.6,val=0.1,test=0.3; --seed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -82,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-per-dataset / --exclude only apply to kind shared-pretrain")
     try:
         frame = build_manifest(args.kind, args.root, **options)
+        if args.split_fractions is not None:
+            frame = assign_splits(frame, args.split_fractions, seed=args.seed)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -89,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(frame)
     print(f"wrote {len(frame)} rows to {out}")
     print(summary.to_string(index=False))
+    if args.split_fractions is not None:
+        print(frame["split"].value_counts().rename_axis("split").reset_index(name="rows").to_string(index=False))
     return 0
 
 

@@ -105,7 +105,7 @@ def test_frozen_encoder_and_few_shot_override(tmp_path: Path, demo: tuple[Path, 
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
         dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), freeze_encoder=True, few_shot=3,
-        image_size=32,
+        image_size=32, samples_per_epoch=10,
     )
     workflow.initialize()
     network = workflow.parser.get_parsed_content("network")
@@ -115,6 +115,12 @@ def test_frozen_encoder_and_few_shot_override(tmp_path: Path, demo: tuple[Path, 
     assert optimised.isdisjoint(id(p) for p in network.encoder.parameters()) and optimised
     train = workflow.parser.get_parsed_content("train_datalist")
     assert len(train) == 3 and train == workflow.parser.get_parsed_content("train_datalist")
+    # samples_per_epoch: an epoch of the 3 cases draws 10 samples (each case 3 or 4 times), batch 8 -> 2 iterations
+    loader = workflow.parser.get_parsed_content("train#dataloader")
+    assert len(loader.sampler) == 10 and len(loader) == 2
+    for _ in range(3):
+        counts = torch.bincount(torch.as_tensor(list(loader.sampler)), minlength=3).tolist()
+        assert sorted(counts) == [3, 3, 4]
 
 
 def test_checkpoint_of_another_backbone_is_refused(tmp_path: Path, demo: tuple[Path, Path]) -> None:

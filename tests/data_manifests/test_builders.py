@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_manifests import BUILDERS, build_manifest, combine, subsample, summarize
+from data_manifests import BUILDERS, assign_splits, build_manifest, combine, subsample, summarize
 from modan_monai.data.manifest import MANIFEST_COLUMNS, manifest_to_datalist, read_manifest, write_manifest
 from modan_monai.data.vocabulary import MetadataVocabulary
 
@@ -275,3 +275,33 @@ def test_cli_shared_pretrain(shared_datasets, tmp_path):
     assert df.dataset.value_counts().to_dict() == {"pneumoniamnist": 20, "jsrt": 20, "ct_tcga": 20, "head_ct": 20}
     assert not df.path.str.contains("/busi/").any() and "busi" not in set(df.dataset)
     assert _canonical(df) == {("XR", "chest"), ("CT", "chest"), ("CT", "head")}
+
+
+def test_assign_splits_grouped_seeded_and_order_free():
+    frame = pd.DataFrame({"path": [f"/d/{i}.png" for i in range(30)], "case_id": [f"c{i // 2}" for i in range(30)],
+                          "split": "train"})
+    out = assign_splits(frame, {"train": 0.6, "val": 0.1, "test": 0.3}, seed=3)
+    assert out.groupby("case_id").split.nunique().max() == 1  # both images of a case in one split
+    assert out.drop_duplicates("case_id").split.value_counts().to_dict() == {"train": 10, "test": 4, "val": 1}
+    shuffled = assign_splits(frame.sample(frac=1.0, random_state=0), {"train": 0.6, "val": 0.1, "test": 0.3}, seed=3)
+    assert shuffled.sort_index().split.tolist() == out.split.tolist()
+    assert assign_splits(frame, {"train": 0.6, "val": 0.1, "test": 0.3}, seed=4).split.tolist() != out.split.tolist()
+    assert frame.split.eq("train").all()  # the input is not modified
+    with pytest.raises(ValueError, match="sum to 1"):
+        assign_splits(frame, {"train": 0.6, "test": 0.3})
+    with pytest.raises(ValueError, match=r"\['val'\] get no case out of 15"):
+        assign_splits(frame, {"train": 0.8, "val": 0.01, "test": 0.19})
+
+
+def test_cli_split_fractions(shared_datasets, tmp_path, capsys):
+    main = _cli_main()
+    out = tmp_path / "jsrt.csv"
+    args = ["jsrt", str(shared_datasets / "jsrt_scr"), "-o", str(out), "--split-fractions", "train=0.6,val=0.1,test=0.3"]
+    assert main(args) == 0
+    df = read_manifest(out)
+    assert df.split.value_counts().to_dict() == {"train": 149, "test": 74, "val": 24}
+    assert main(args + ["--seed", "1"]) == 0
+    assert read_manifest(out).split.tolist() != df.split.tolist()
+    with pytest.raises(SystemExit):
+        main(["jsrt", str(shared_datasets / "jsrt_scr"), "-o", str(out), "--split-fractions", "train:0.6"])
+    assert "expected name=fraction" in capsys.readouterr().err

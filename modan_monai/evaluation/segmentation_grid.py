@@ -1,0 +1,226 @@
+"""Few-shot segmentation experiments: the segment bundle over inits x training-set sizes x seeds, and the table.
+
+Adam-v2 (``../shared/papers``, JSRT heart / clavicle few-shot) and MLVICX compare encoders by training a U-Net
+on 3, 6, 12, 24 (or all) labelled images. Every run here is one ``python -m monai.bundle run`` of
+``bundles/segment/configs/train.json`` followed by its ``evaluate.json`` on the test split, in a subprocess (so
+runs can go in parallel and a crash names its log file). Each run's ``metrics.csv`` becomes one row of
+``results.csv``; a rerun skips the rows already there, so an interrupted grid resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from modan_monai.networks.checkpoint import read_checkpoint
+
+__all__ = [
+    "SEGMENTATION_RESULT_COLUMNS",
+    "SegmentationRun",
+    "plan_runs",
+    "run_grid",
+    "segmentation_markdown",
+    "segmentation_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+#: leading columns of ``results.csv``; one ``test_dice_<structure>`` column per structure and ``test_mean_dice`` follow.
+SEGMENTATION_RESULT_COLUMNS: tuple[str, ...] = ("init", "init_spec", "arch", "n_train", "seed")
+
+
+@dataclass(frozen=True)
+class SegmentationRun:
+    """One training run of the segment bundle.
+
+    Attributes:
+        init: init name (table row), e.g. ``"mlvicx"``.
+        spec: ``scratch``, ``imagenet:<file>`` or an encoder checkpoint path.
+        arch: encoder architecture (``resnet18`` | ``cb_resnet18``).
+        n_train: few-shot training cases, or ``None`` for the whole training split.
+        seed: subset and training seed.
+    """
+
+    init: str
+    spec: str
+    arch: str
+    n_train: int | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Folder name of the run: ``<init>/n<k>_s<seed>`` (``nall`` for the whole split)."""
+        return f"{self.init}/n{'all' if self.n_train is None else self.n_train}_s{self.seed}"
+
+
+def _arch_of(spec: str) -> str:
+    if spec == "scratch" or spec.startswith("imagenet:"):
+        return "resnet18"
+    checkpoint = read_checkpoint(spec)
+    arch = checkpoint.get("arch")
+    if arch is None:
+        raise ValueError(f"checkpoint {spec} has no 'arch' entry: pass the pretraining bundle's encoder.pt.")
+    return str(arch)
+
+
+def plan_runs(inits: Mapping[str, str], few_shot: Sequence[int | None], seeds: Sequence[int]) -> list[SegmentationRun]:
+    """All runs of the grid, the architecture of each init read from its checkpoint.
+
+    Args:
+        inits: init name -> spec (see :func:`modan_monai.evaluation.parse_init_specs`).
+        few_shot: training-set sizes; ``None`` for the whole training split.
+        seeds: seeds (each size is drawn once per seed; the subsets of one seed are nested).
+
+    Returns:
+        Runs ordered by seed, size, init (so a partial grid has every init at the sizes it reached).
+
+    Raises:
+        ValueError: a checkpoint without an ``arch`` entry (the bundle needs it to build the U-Net's encoder).
+    """
+    archs = {name: _arch_of(spec) for name, spec in inits.items()}
+    return [
+        SegmentationRun(name, inits[name], archs[name], n, seed)
+        for seed, n, name in itertools.product(seeds, few_shot, inits)
+    ]
+
+
+def _python_literal(value: Any) -> str:
+    # monai.bundle's CLI parses override values with fire (Python literals); strings need quoting.
+    return repr(value) if not isinstance(value, str) else value
+
+
+def _commands(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[str, Any]) -> list[list[str]]:
+    configs = bundle / "configs"
+    args = {
+        **overrides,
+        "init": run.spec,
+        "arch": run.arch,
+        "few_shot": run.n_train,
+        "seed": run.seed,
+        "output_dir": str(out),
+        "bundle_root": str(bundle),
+    }
+    flags = [item for key, value in args.items() for item in (f"--{key}", _python_literal(value))]
+    base = [sys.executable, "-m", "monai.bundle", "run", "--logging_file", str(configs / "logging.conf")]
+    train = base + ["--config_file", str(configs / "train.json")] + flags
+    evaluate = base + ["--config_file", str([str(configs / "train.json"), str(configs / "evaluate.json")])] + flags
+    return [train, evaluate]
+
+
+def _execute(run: SegmentationRun, bundle: Path, root: Path, overrides: Mapping[str, Any], threads: int) -> dict:
+    out = root / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log_path = out / "run.log"
+    with open(log_path, "w") as log:
+        for command in _commands(run, bundle, out, overrides):
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"segmentation run {run.name} failed (exit {done.returncode}); see {log_path}.")
+    metrics = pd.read_csv(out / "metrics.csv", header=None, index_col=0).iloc[:, 0].to_dict()
+    row = {"init": run.init, "init_spec": run.spec, "arch": run.arch,
+           "n_train": "all" if run.n_train is None else run.n_train, "seed": run.seed}
+    return {**row, **{str(k): float(v) for k, v in metrics.items()}}
+
+
+def run_grid(
+    runs: Sequence[SegmentationRun],
+    out: str | Path,
+    bundle: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    jobs: int = 1,
+    threads_per_job: int = 1,
+) -> pd.DataFrame:
+    """Train and test every run not yet in ``<out>/results.csv``; append each result as it finishes.
+
+    Args:
+        runs: from :func:`plan_runs`.
+        out: output folder; run ``r`` writes ``<out>/<r.name>/`` (models, logs, ``metrics.csv``, ``run.log``).
+        bundle: the segment bundle folder.
+        overrides: bundle ids for every run (``manifest``, ``structures``, ``image_size``, ``epochs``, ...).
+        jobs: runs in parallel.
+        threads_per_job: ``OMP_NUM_THREADS`` of each run.
+
+    Returns:
+        ``results.csv`` as a frame (all rows, old and new).
+
+    Raises:
+        RuntimeError: when a run fails (naming its log); results of the other runs are kept.
+    """
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    results_path = root / "results.csv"
+    done: set[tuple[str, str, int]] = set()
+    if results_path.is_file():
+        previous = pd.read_csv(results_path, dtype={"init": str, "n_train": str, "init_spec": str})
+        for row in previous.itertuples():
+            done.add((row.init, row.n_train, int(row.seed)))
+            if any(r.init == row.init and r.spec != row.init_spec for r in runs):
+                raise ValueError(f"{results_path} holds init {row.init!r} from {row.init_spec!r}: give the new "
+                                 "initialisation another name or use a new output folder.")
+    todo = [r for r in runs if (r.init, "all" if r.n_train is None else str(r.n_train), r.seed) not in done]
+    logger.info("%d of %d segmentation runs to do in %s", len(todo), len(runs), root)
+
+    def one(run: SegmentationRun) -> None:
+        row = _execute(run, Path(bundle), root, dict(overrides or {}), threads_per_job)
+        frame = pd.DataFrame([row])
+        frame.to_csv(results_path, mode="a", header=not results_path.is_file(), index=False)
+        logger.info("%s: test_mean_dice %.4f", run.name, row.get("test_mean_dice", float("nan")))
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in [pool.submit(one, r) for r in todo]:
+            future.result()
+    return pd.read_csv(results_path, dtype={"init": str, "n_train": str, "init_spec": str})
+
+
+def segmentation_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd over seeds of every Dice column, per init and training-set size.
+
+    Args:
+        results: ``results.csv`` rows (columns :data:`SEGMENTATION_RESULT_COLUMNS` plus ``test_*dice*``).
+
+    Returns:
+        Frame indexed by (``n_train``, ``init``), with ``<metric>`` cells formatted ``0.812 ± 0.031`` and
+        ``seeds`` (runs averaged). Sizes are ordered numerically, ``all`` last; the sd is the sample sd (NaN
+        shown as ``-`` for one seed).
+    """
+    metrics = [c for c in results.columns if c.startswith("test_") and "dice" in c]
+    frame = results.copy()
+    frame["n_train"] = frame["n_train"].astype(str)
+    grouped = frame.groupby(["n_train", "init"], sort=False)
+    table = pd.DataFrame({"seeds": grouped.size()})
+    for column in metrics:
+        mean, sd = grouped[column].mean(), grouped[column].std()
+        table[column] = [f"{m:.3f} ± {s:.3f}" if pd.notna(s) else f"{m:.3f} ± -" for m, s in zip(mean, sd)]
+    order = sorted(table.index, key=lambda key: (key[0] == "all", int(key[0]) if key[0] != "all" else 0))
+    return table.loc[order]
+
+
+def segmentation_markdown(table: pd.DataFrame) -> str:
+    """A markdown table of :func:`segmentation_summary` (one row per training-set size and init).
+
+    Args:
+        table: the summary frame.
+
+    Returns:
+        The markdown text (test Dice columns named after their structure).
+    """
+    columns = [c for c in table.columns if c != "seeds"]
+    names = [c.removeprefix("test_").removeprefix("dice_").replace("_", " ") for c in columns]
+    lines = ["| training images | init | seeds | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for (n_train, init), row in table.iterrows():
+        lines.append(f"| {n_train} | {init} | {row['seeds']} | " + " | ".join(str(row[c]) for c in columns) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Run the segment bundle over inits x few-shot sizes x seeds and tabulate the test Dice (mean ± sd over seeds).
+
+Examples:
+    python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv \\
+        --split-fractions train=0.6,val=0.1,test=0.3
+    python scripts/run_segmentation.py --manifest jsrt.csv --structures "{'heart': ['heart'], \\
+        'clavicles': ['left_clavicle', 'right_clavicle']}" --init scratch --init modan=modan/encoder.pt \\
+        --init mlvicx=mlvicx/encoder.pt --few-shot 3 6 12 24 --seeds 0 1 2 --out results/jsrt_fewshot
+
+Each run is `python -m monai.bundle run` of bundles/segment (train, then evaluate on the test split) in
+<out>/<init>/n<k>_s<seed>/ with its run.log. Re-running with the same --out skips the runs already in
+results.csv. Outputs: results.csv (one row per run) and summary.md (mean ± sd over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modan_monai.evaluation import parse_init_specs
+from modan_monai.evaluation.segmentation_grid import plan_runs, run_grid, segmentation_markdown, segmentation_summary
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "segment"
+
+
+def _size(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--manifest", required=True, help="manifest with mask_<structure> columns and a split column")
+    parser.add_argument("--structures", required=True,
+                        help="list of structures, or a mapping channel -> structures merged by union (Python literal)")
+    parser.add_argument("--init", action="append", required=True, metavar="NAME=SPEC",
+                        help="repeatable; SPEC: scratch | imagenet:<file> | an encoder.pt (its arch is read from it)")
+    parser.add_argument("--few-shot", nargs="+", type=_size, default=[3, 6, 12, 24],
+                        help="training-set sizes; 'all' for the whole training split (default 3 6 12 24)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--samples-per-epoch", type=int, default=32,
+                        help="training samples drawn per epoch, whatever the set size: every run gets the same number "
+                             "of steps (default 32; 0: one pass over the training set)")
+    parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--stem", default="3x3", choices=("3x3", "7x7"), help="encoder stem (match the checkpoints)")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (default 1)")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        structures = ast.literal_eval(args.structures)
+    except (ValueError, SyntaxError):
+        parser.error(f"--structures must be a Python list or dict literal, got {args.structures!r}")
+    try:
+        runs = plan_runs(parse_init_specs(args.init), args.few_shot, args.seeds)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    overrides = {
+        "manifest": str(Path(args.manifest).resolve()), "structures": structures, "image_size": args.image_size,
+        "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch or None,
+        "val_interval": args.val_interval, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "stem": args.stem, "freeze_encoder": args.freeze_encoder,
+    }
+    results = run_grid(runs, args.out, BUNDLE, overrides, jobs=args.jobs, threads_per_job=args.threads)
+    summary = segmentation_summary(results)
+    text = segmentation_markdown(summary)
+    (Path(args.out) / "summary.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""scripts/run_segmentation.py and modan_monai.evaluation.segmentation_grid on the synthetic segmentation demo."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from modan_monai.data.demo_segmentation import demo_segmentation_manifest
+from modan_monai.evaluation.segmentation_grid import plan_runs, segmentation_markdown, segmentation_summary
+from modan_monai.networks import save_encoder
+from modan_monai.networks.nets.cb_resnet_encoder import CBResNet18Encoder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script_main():
+    spec = importlib.util.spec_from_file_location("run_segmentation_script", REPO / "scripts" / "run_segmentation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_plan_reads_the_arch_from_the_checkpoint(tmp_path: Path) -> None:
+    path = save_encoder(CBResNet18Encoder(), tmp_path / "cb.pt")
+    runs = plan_runs({"scratch": "scratch", "cb": str(path)}, [3, None], [0, 1])
+    assert [(r.init, r.arch, r.n_train, r.seed) for r in runs[:4]] == [
+        ("scratch", "resnet18", 3, 0), ("cb", "cb_resnet18", 3, 0),
+        ("scratch", "resnet18", None, 0), ("cb", "cb_resnet18", None, 0),
+    ]
+    assert len(runs) == 8 and runs[2].name == "scratch/nall_s0"
+
+
+def test_grid_runs_resumes_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    manifest = demo_segmentation_manifest(tmp_path / "data", size=32, n_images=10)
+    encoder = save_encoder(CBResNet18Encoder(), tmp_path / "cb.pt")
+    main = _script_main()
+    args = ["--manifest", str(manifest), "--structures", "{'heart': ['heart'], 'lungs': ['left_lung', 'right_lung']}",
+            "--init", "scratch", "--init", f"cb={encoder}", "--few-shot", "3", "--seeds", "0", "1",
+            "--image-size", "32", "--epochs", "1", "--samples-per-epoch", "6", "--batch-size", "3", "--jobs", "2",
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(zip(results.init, results.seed)) == [("cb", 0), ("cb", 1), ("scratch", 0), ("scratch", 1)]
+    assert {"test_mean_dice", "test_dice_heart", "test_dice_lungs"} <= set(results.columns)
+    assert results.test_dice_heart.between(0, 1).all() and (results.arch == "resnet18").sum() == 2
+    assert (tmp_path / "out" / "cb" / "n3_s1" / "model.pt").is_file()
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 3 | scratch | 2 |" in summary and "| 3 | cb | 2 |" in summary and "heart" in summary
+    capsys.readouterr()
+
+    # a rerun with one more seed only trains the new runs
+    assert main(args[: args.index("1") + 1] + ["2"] + args[args.index("1") + 1 :]) == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(results) == 6 and set(results.seed) == {0, 1, 2}
+    assert "| 3 | scratch | 3 |" in capsys.readouterr().out
+
+
+def test_failed_run_names_its_log(tmp_path: Path) -> None:
+    manifest = demo_segmentation_manifest(tmp_path / "data", size=32, n_images=10)
+    main = _script_main()
+    with pytest.raises(RuntimeError, match=r"scratch/n3_s0 failed .*run\.log"):
+        main(["--manifest", str(manifest), "--structures", "['spleen']", "--init", "scratch", "--few-shot", "3",
+              "--seeds", "0", "--image-size", "32", "--epochs", "1", "--out", str(tmp_path / "out")])
+    assert "spleen" in (tmp_path / "out" / "scratch" / "n3_s0" / "run.log").read_text()
+
+
+def test_summary_orders_sizes_and_formats_mean_sd() -> None:
+    results = pd.DataFrame({
+        "init": ["a", "a", "b", "a"], "init_spec": "scratch", "arch": "resnet18",
+        "n_train": ["all", "12", "12", "3"], "seed": [0, 0, 0, 0], "test_dice_heart": [0.9, 0.8, 0.7, 0.5],
+    })
+    results = pd.concat([results, results.assign(seed=1, test_dice_heart=results.test_dice_heart - 0.1)])
+    table = segmentation_summary(results)
+    assert list(table.index) == [("3", "a"), ("12", "a"), ("12", "b"), ("all", "a")]
+    assert table.loc[("12", "b"), "test_dice_heart"] == "0.650 ± 0.071" and table.seeds.tolist() == [2, 2, 2, 2]
+    assert segmentation_markdown(table).splitlines()[0] == "| training images | init | seeds | heart |"
