@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -173,10 +174,12 @@ def run_grid(
     todo = [r for r in runs if (r.init, "all" if r.n_train is None else str(r.n_train), r.seed) not in done]
     logger.info("%d of %d segmentation runs to do in %s", len(todo), len(runs), root)
 
+    lock = threading.Lock()
+
     def one(run: SegmentationRun) -> None:
         row = _execute(run, Path(bundle), root, dict(overrides or {}), threads_per_job)
-        frame = pd.DataFrame([row])
-        frame.to_csv(results_path, mode="a", header=not results_path.is_file(), index=False)
+        with lock:  # parallel runs append to one file
+            pd.DataFrame([row]).to_csv(results_path, mode="a", header=not results_path.is_file(), index=False)
         logger.info("%s: test_mean_dice %.4f", run.name, row.get("test_mean_dice", float("nan")))
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
