@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import subprocess
@@ -244,16 +243,8 @@ def test_cli_head_ct(shared_datasets, tmp_path):
     assert "hct" in proc.stdout and "200" in proc.stdout
 
 
-def _cli_main():
-    """The script's main(), loaded in-process (each subprocess pays the MONAI import, ~5 s)."""
-    spec = importlib.util.spec_from_file_location("build_manifest_script", REPO / "scripts" / "build_manifest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-def test_cli_in_process(shared_datasets, tmp_path, capsys):
-    main = _cli_main()
+def test_cli_in_process(shared_datasets, tmp_path, capsys, load_script):
+    main = load_script("build_manifest").main
     out = tmp_path / "pretrain.csv"
     assert main(["mrnet", str(tmp_path), "-o", str(out)]) == 1
     assert "MRNet" in capsys.readouterr().err
@@ -293,8 +284,8 @@ def test_assign_splits_grouped_seeded_and_order_free():
         assign_splits(frame, {"train": 0.8, "val": 0.01, "test": 0.19})
 
 
-def test_cli_split_fractions(shared_datasets, tmp_path, capsys):
-    main = _cli_main()
+def test_cli_split_fractions(shared_datasets, tmp_path, capsys, load_script):
+    main = load_script("build_manifest").main
     out = tmp_path / "jsrt.csv"
     args = ["jsrt", str(shared_datasets / "jsrt_scr"), "-o", str(out), "--split-fractions", "train=0.6,val=0.1,test=0.3"]
     assert main(args) == 0

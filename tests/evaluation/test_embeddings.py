@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ from modan_monai.evaluation import (
 )
 from modan_monai.networks import ResNet18Encoder, save_encoder
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "embed.py"
 DEMO_PAIRS = {("CT", "chest"), ("CT", "head"), ("XR", "chest"), ("MR", "knee"), ("MR", "head"), ("CT", "abdomen"),
               ("US", "breast")}
 
@@ -62,12 +61,10 @@ def test_umap_is_seeded_and_checks_size() -> None:
         umap_embed(x[:2])
 
 
-def test_embed_script_writes_maps_csv_and_projector(tmp_path: Path, demo_manifest: Path) -> None:
+def test_embed_script_writes_maps_csv_and_projector(tmp_path: Path, demo_manifest: Path, load_script: Callable) -> None:
     checkpoint = save_encoder(ResNet18Encoder(stem="7x7"), tmp_path / "encoder.pt")
     assert encoder_from_spec(str(checkpoint)).stem == "7x7"  # the checkpoint's stem wins over the default
-    spec = importlib.util.spec_from_file_location("embed_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("embed")
     out = tmp_path / "emb"
     rc = script.main(["--manifest", str(demo_manifest), "--encoder", "scratch", "--encoder", f"pre={checkpoint}",
                       "--out", str(out), "--image-size", "32"])

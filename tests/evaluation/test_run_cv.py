@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -19,13 +19,6 @@ from evaluation_data import write_png_manifest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "run_cv.py"
 KEYS = ["init", "mode", "fraction", "repeat", "fold"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_cv_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_cli(*args: str) -> str:
@@ -108,9 +101,9 @@ def test_bad_label_column(tmp_path: Path, png_manifest: Path, column: str, posit
         run_protocol(png_manifest, column, {"scratch": "scratch"}, tmp_path, positive=positive)
 
 
-def test_single_class_fold_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_single_class_fold_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture, load_script: Callable) -> None:
     manifest = write_png_manifest(tmp_path / "data", n_cases=5, per_case=1)  # 2 positive cases
-    rc = load_script().main(["--manifest", str(manifest), "--label-column", "label", "--init", "scratch",
+    rc = load_script("run_cv").main(["--manifest", str(manifest), "--label-column", "label", "--init", "scratch",
                              "--folds", "3", "--out", str(tmp_path / "out")])
     assert rc == 1
     err = capsys.readouterr().err

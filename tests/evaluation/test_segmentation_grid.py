@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,16 +12,6 @@ from modan_monai.data.demo_segmentation import demo_segmentation_manifest
 from modan_monai.evaluation.segmentation_grid import plan_runs, segmentation_markdown, segmentation_summary
 from modan_monai.networks import save_encoder
 from modan_monai.networks.nets.cb_resnet_encoder import CBResNet18Encoder
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _script_main():
-    spec = importlib.util.spec_from_file_location("run_segmentation_script", REPO / "scripts" / "run_segmentation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
 
 def test_plan_reads_the_arch_from_the_checkpoint(tmp_path: Path) -> None:
     path = save_encoder(CBResNet18Encoder(), tmp_path / "cb.pt")
@@ -33,10 +23,10 @@ def test_plan_reads_the_arch_from_the_checkpoint(tmp_path: Path) -> None:
     assert len(runs) == 8 and runs[2].name == "scratch/nall_s0"
 
 
-def test_grid_runs_resumes_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_grid_runs_resumes_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture, load_script: Callable) -> None:
     manifest = demo_segmentation_manifest(tmp_path / "data", size=32, n_images=10)
     encoder = save_encoder(CBResNet18Encoder(), tmp_path / "cb.pt")
-    main = _script_main()
+    main = load_script("run_segmentation").main
     args = ["--manifest", str(manifest), "--structures", "{'heart': ['heart'], 'lungs': ['left_lung', 'right_lung']}",
             "--init", "scratch", "--init", f"cb={encoder}", "--few-shot", "3", "--seeds", "0", "1",
             "--image-size", "32", "--epochs", "1", "--samples-per-epoch", "6", "--batch-size", "3", "--jobs", "2",
@@ -58,9 +48,9 @@ def test_grid_runs_resumes_and_summarises(tmp_path: Path, capsys: pytest.Capture
     assert "| 3 | scratch | 3 |" in capsys.readouterr().out
 
 
-def test_failed_run_names_its_log(tmp_path: Path) -> None:
+def test_failed_run_names_its_log(tmp_path: Path, load_script: Callable) -> None:
     manifest = demo_segmentation_manifest(tmp_path / "data", size=32, n_images=10)
-    main = _script_main()
+    main = load_script("run_segmentation").main
     with pytest.raises(RuntimeError, match=r"scratch/n3_s0 failed .*run\.log"):
         main(["--manifest", str(manifest), "--structures", "['spleen']", "--init", "scratch", "--few-shot", "3",
               "--seeds", "0", "--image-size", "32", "--epochs", "1", "--out", str(tmp_path / "out")])
