@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, SyntaxError):
         parser.error(f"--structures must be a Python list or dict literal, got {args.structures!r}")
     try:
-        runs = plan_runs(parse_init_specs(args.init), args.few_shot, args.seeds)
+        inits = parse_init_specs(args.init)
+        runs = plan_runs(inits, args.few_shot, args.seeds)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "learning_rate": args.learning_rate, "stem": args.stem, "freeze_encoder": args.freeze_encoder,
     }
     results = run_grid(runs, args.out, BUNDLE, overrides, jobs=args.jobs, threads_per_job=args.threads)
-    summary = segmentation_summary(results)
+    summary = segmentation_summary(results, init_order=list(inits))
     text = segmentation_markdown(summary)
     (Path(args.out) / "summary.md").write_text(text + "\n")
     print(text)

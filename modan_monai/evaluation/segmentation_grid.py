@@ -188,15 +188,17 @@ def run_grid(
     return pd.read_csv(results_path, dtype={"init": str, "n_train": str, "init_spec": str})
 
 
-def segmentation_summary(results: pd.DataFrame) -> pd.DataFrame:
+def segmentation_summary(results: pd.DataFrame, init_order: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean ± sd over seeds of every Dice column, per init and training-set size.
 
     Args:
         results: ``results.csv`` rows (columns :data:`SEGMENTATION_RESULT_COLUMNS` plus ``test_*dice*``).
+        init_order: order of the inits within a size (default: first appearance in ``results``); inits not
+            listed follow.
 
     Returns:
         Frame indexed by (``n_train``, ``init``), with ``<metric>`` cells formatted ``0.812 ± 0.031`` and
-        ``seeds`` (runs averaged). Sizes are ordered numerically, ``all`` last; the sd is the sample sd (NaN
+        ``seeds`` (runs averaged). Sizes are ordered numerically (``all`` last), then inits; the sd is the sample sd (NaN
         shown as ``-`` for one seed).
     """
     metrics = [c for c in results.columns if c.startswith("test_") and "dice" in c]
@@ -207,7 +209,9 @@ def segmentation_summary(results: pd.DataFrame) -> pd.DataFrame:
     for column in metrics:
         mean, sd = grouped[column].mean(), grouped[column].std()
         table[column] = [f"{m:.3f} ± {s:.3f}" if pd.notna(s) else f"{m:.3f} ± -" for m, s in zip(mean, sd)]
-    order = sorted(table.index, key=lambda key: (key[0] == "all", int(key[0]) if key[0] != "all" else 0))
+    inits = list(init_order or []) + [i for i in frame["init"].unique() if i not in (init_order or [])]
+    order = sorted(table.index, key=lambda key: (key[0] == "all", int(key[0]) if key[0] != "all" else 0,
+                                                  inits.index(key[1])))
     return table.loc[order]
 
 

@@ -67,3 +67,4 @@ def test_summary_orders_sizes_and_formats_mean_sd() -> None:
     assert list(table.index) == [("3", "a"), ("12", "a"), ("12", "b"), ("all", "a")]
     assert table.loc[("12", "b"), "test_dice_heart"] == "0.650 ± 0.071" and table.seeds.tolist() == [2, 2, 2, 2]
     assert segmentation_markdown(table).splitlines()[0] == "| training images | init | seeds | heart |"
+    assert list(segmentation_summary(results, init_order=["b", "a"]).index)[1:3] == [("12", "b"), ("12", "a")]
