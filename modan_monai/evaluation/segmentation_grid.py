@@ -198,8 +198,8 @@ def segmentation_summary(results: pd.DataFrame, init_order: Sequence[str] | None
 
     Returns:
         Frame indexed by (``n_train``, ``init``), with ``<metric>`` cells formatted ``0.812 ± 0.031`` and
-        ``seeds`` (runs averaged). Sizes are ordered numerically (``all`` last), then inits; the sd is the sample sd (NaN
-        shown as ``-`` for one seed).
+        ``seeds`` (runs averaged). Sizes are ordered numerically (``all`` last), then inits; the sd is the sample
+        sd (NaN shown as ``-`` for one seed).
     """
     metrics = [c for c in results.columns if c.startswith("test_") and "dice" in c]
     frame = results.copy()
