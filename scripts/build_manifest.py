@@ -6,7 +6,8 @@ Examples:
     python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --dataset tcga --opt ignore_non_dicom=true
     python scripts/build_manifest.py mrnet /data/MRNet-v1.0 -o mrnet.csv --opt planes=sagittal,coronal
     python scripts/build_manifest.py shared-pretrain ../shared/datasets -o pretrain.csv --max-per-dataset 500
-    python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv --split-fractions train=0.6,val=0.1,test=0.3
+    python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv \\
+        --split-fractions train=0.6,val=0.1,test=0.3
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: leading columns of ``results.csv``; one ``test_dice_<structure>`` column per structure and ``test_mean_dice`` follow.
+#: leading columns of ``results.csv``; ``test_mean_dice`` and one ``test_dice_<structure>`` per structure follow.
 SEGMENTATION_RESULT_COLUMNS: tuple[str, ...] = ("init", "init_spec", "arch", "n_train", "seed")
 
 
@@ -96,7 +96,8 @@ def plan_runs(inits: Mapping[str, str], few_shot: Sequence[int | None], seeds: S
 
 
 def _python_literal(value: Any) -> str:
-    # monai.bundle's CLI parses override values with fire (Python literals); strings need quoting.
+    # monai.bundle's CLI parses override values with fire as Python literals: lists, dicts, None and numbers go as
+    # their repr, strings (paths, names) as they are.
     return repr(value) if not isinstance(value, str) else value
 
 
@@ -131,8 +132,8 @@ def _execute(run: SegmentationRun, bundle: Path, root: Path, overrides: Mapping[
             if done.returncode != 0:
                 raise RuntimeError(f"segmentation run {run.name} failed (exit {done.returncode}); see {log_path}.")
     metrics = pd.read_csv(out / "metrics.csv", header=None, index_col=0).iloc[:, 0].to_dict()
-    row = {"init": run.init, "init_spec": run.spec, "arch": run.arch,
-           "n_train": "all" if run.n_train is None else run.n_train, "seed": run.seed}
+    keys = (run.init, run.spec, run.arch, "all" if run.n_train is None else run.n_train, run.seed)
+    row = dict(zip(SEGMENTATION_RESULT_COLUMNS, keys))
     return {**row, **{str(k): float(v) for k, v in metrics.items()}}
 
 

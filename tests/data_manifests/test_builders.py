@@ -287,7 +287,8 @@ def test_assign_splits_grouped_seeded_and_order_free():
 def test_cli_split_fractions(shared_datasets, tmp_path, capsys, load_script):
     main = load_script("build_manifest").main
     out = tmp_path / "jsrt.csv"
-    args = ["jsrt", str(shared_datasets / "jsrt_scr"), "-o", str(out), "--split-fractions", "train=0.6,val=0.1,test=0.3"]
+    args = ["jsrt", str(shared_datasets / "jsrt_scr"), "-o", str(out),
+            "--split-fractions", "train=0.6,val=0.1,test=0.3"]
     assert main(args) == 0
     df = read_manifest(out)
     assert df.split.value_counts().to_dict() == {"train": 149, "test": 74, "val": 24}
