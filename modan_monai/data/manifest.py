@@ -180,7 +180,9 @@ def manifest_to_datalist(df: pd.DataFrame, splits: str | Sequence[str] | None = 
 
     Returns:
         One dict per row: ``image`` (absolute path), ``key`` (str or None), ``index`` (int or None), ``modality``,
-        ``anatomy``, ``split``, ``dataset``, ``case_id``, ``row``, ``manifest`` and every extra column (NaN -> None).
+        ``anatomy``, ``split``, ``dataset``, ``case_id``, ``row``, ``manifest``, ``source`` (``"manifest <m> row
+        <r>: <path>"``, a string that survives collation, so an error raised on a batch can name its files) and
+        every extra column (NaN -> None).
 
     Raises:
         ValueError: if a required column is missing or a requested split has no rows.
@@ -205,5 +207,6 @@ def manifest_to_datalist(df: pd.DataFrame, splits: str | Sequence[str] | None = 
         item["manifest"] = None if item.get("manifest") is None else str(item["manifest"])
         for column in ("split", "dataset", "case_id"):
             item[column] = str(item[column])
+        item["source"] = f"manifest {item['manifest']} row {item['row']}: {item['image']}"
         items.append(item)
     return items
