@@ -1,7 +1,7 @@
 """Pretraining step throughput on cached data vs the bare encoder forward+backward.
 
-Builds the ``modan_pretrain`` bundle's trainer (CacheDataset, views, network, loss, optimiser,
-``PrepareMultiViewBatch``, MONAI ``SupervisedTrainer``) without its logging/checkpoint handlers, fills the
+Builds the ``pretrain`` bundle's trainer (CacheDataset, views, network, loss, optimiser,
+``PrepareViewGroups``, ``modan_monai.engines.Trainer``) without its logging/checkpoint handlers, fills the
 cache, then times one epoch over the manifest (``drop_last`` batches) and, in the same process, the same number of bare
 ``ResNet18Encoder`` forward+backward passes on random tensors of the same batch (B images x V views) and
 image size. The two are timed alternately ``--rounds`` times and the medians compared:
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "modan_pretrain"
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pretrain"
 
 
 def build_trainer(manifest: str, image_size: int, batch_size: int, out: str, config: str):

@@ -1,7 +1,7 @@
 """Per-epoch mean training loss of a bundle run, read from its TensorBoard event files.
 
 Usage:
-    python scripts/summarize_run.py bundles/modan_pretrain/models/modan_mulsupcon [more run dirs ...]
+    python scripts/summarize_run.py bundles/pretrain/models/modan_mulsupcon [more run dirs ...]
 
 Prints one line per epoch (mean of the iteration losses logged under ``train_loss``) and the first and
 last epoch means, so a README can quote "the loss falls from A to B" from the real files.

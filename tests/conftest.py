@@ -37,3 +37,19 @@ def load_script() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+def _tensorboard_tags(log_dir: Path) -> dict[str, list[str]]:
+    """Scalar and image tags of the TensorBoard event files in ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert list(Path(log_dir).glob("events.out.tfevents.*")), f"no TensorBoard event file in {log_dir}"
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc.Tags()
+
+
+@pytest.fixture
+def tensorboard_tags() -> Callable[[Path], dict[str, list[str]]]:
+    """``tensorboard_tags(log_dir) -> {"scalars": [...], "images": [...], ...}``."""
+    return _tensorboard_tags

@@ -1,7 +1,17 @@
-"""What MONAI's training engine needs to train every method of the project."""
+"""The training engine of every method (MONAI ``SupervisedTrainer`` + named loss terms) and its batch preparation."""
 
 from __future__ import annotations
 
-from .prepare_batch import PrepareMultiViewBatch
+from .methods import LABEL_FREE_LOSSES, LOSS_NETWORKS, check_method_config, loss_terms_output
+from .prepare_batch import PrepareViewGroups
+from .trainer import Trainer, batch_sources
 
-__all__ = ["PrepareMultiViewBatch"]
+__all__ = [
+    "LABEL_FREE_LOSSES",
+    "LOSS_NETWORKS",
+    "PrepareViewGroups",
+    "Trainer",
+    "batch_sources",
+    "check_method_config",
+    "loss_terms_output",
+]

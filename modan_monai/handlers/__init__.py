@@ -1,10 +1,9 @@
-"""Ignite handlers used by the bundles (checkpoints, best weights, resume, progress, TensorBoard, loss terms)."""
+"""Ignite handlers used by the bundles (checkpoints, best weights, resume, progress, TensorBoard)."""
 
 from __future__ import annotations
 
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
-from .loss_terms import LossTermsTensorBoardHandler
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler
@@ -13,7 +12,6 @@ __all__ = [
     "EncoderCheckpointSaver",
     "KeepBestWeights",
     "LearningRateTensorBoardHandler",
-    "LossTermsTensorBoardHandler",
     "PerImageDiceSaver",
     "ProgressPrinter",
     "ResumeFromCheckpoint",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -13,13 +14,15 @@ __all__ = ["LearningRateTensorBoardHandler", "ViewsTensorBoardHandler"]
 class ViewsTensorBoardHandler:
     """Write the views of the first batch of every ``interval`` epochs as TensorBoard images.
 
-    One image grid per view (tags ``{tag}/view_0``, ``{tag}/view_1``...), each image min-max
-    scaled to [0, 1], so a user can check what the augmentation does to the data.
+    One image grid per view (tags ``{tag}/view_0``, ``{tag}/view_1``...; with several view groups
+    ``{tag}/{group}/view_0``...), each image min-max scaled to [0, 1], so a user can check what the
+    augmentation does to the data.
 
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` shared with the other handlers.
         views_key: key of the views in ``engine.state.batch``: a (B, V, C, H, W) tensor, or (V, C, H, W)
-            per item when the engine decollated the batch.
+            per item when the engine decollated the batch; or a sequence of view-group keys (the same
+            ``views_key`` as :class:`~modan_monai.engines.PrepareViewGroups`).
         max_images: images per grid.
         interval: epochs between writes.
         tag: tag prefix.
@@ -28,7 +31,7 @@ class ViewsTensorBoardHandler:
     def __init__(
         self,
         summary_writer: Any,
-        views_key: str = "views",
+        views_key: str | Sequence[str] = "views",
         max_images: int = 8,
         interval: int = 1,
         tag: str = "views",
@@ -46,19 +49,25 @@ class ViewsTensorBoardHandler:
         state = engine.state
         if (state.iteration - 1) % state.epoch_length or (state.epoch - 1) % self.interval:
             return
-        batch = state.batch
-        if isinstance(batch, (list, tuple)):  # MONAI engines decollate the batch into per-sample dicts
-            views = torch.stack([torch.as_tensor(item[self.views_key]) for item in batch[: self.max_images]])
-        else:
-            views = torch.as_tensor(batch[self.views_key])[: self.max_images]
-        views = views.detach().float().cpu()
-        for v in range(views.shape[1]):
-            imgs = views[:, v, :1]
-            lo = imgs.amin(dim=(1, 2, 3), keepdim=True)
-            hi = imgs.amax(dim=(1, 2, 3), keepdim=True)
-            imgs = (imgs - lo) / (hi - lo).clamp_min(1e-8)
-            self.writer.add_images(f"{self.tag}/view_{v}", imgs, state.epoch)
+        grouped = not isinstance(self.views_key, str)
+        for key in self.views_key if grouped else [self.views_key]:
+            views = self._views(state.batch, key)
+            prefix = f"{self.tag}/{key}" if grouped else self.tag
+            for v in range(views.shape[1]):
+                imgs = views[:, v, :1]
+                lo = imgs.amin(dim=(1, 2, 3), keepdim=True)
+                hi = imgs.amax(dim=(1, 2, 3), keepdim=True)
+                imgs = (imgs - lo) / (hi - lo).clamp_min(1e-8)
+                self.writer.add_images(f"{prefix}/view_{v}", imgs, state.epoch)
         self.writer.flush()
+
+    def _views(self, batch: Any, key: str) -> torch.Tensor:
+        """(B', V, C, H, W) views of the first ``max_images`` items of a collated or decollated batch."""
+        if isinstance(batch, (list, tuple)):  # MONAI engines decollate the batch into per-sample dicts
+            views = torch.stack([torch.as_tensor(item[key]) for item in batch[: self.max_images]])
+        else:
+            views = torch.as_tensor(batch[key])[: self.max_images]
+        return views.detach().float().cpu()
 
 
 class LearningRateTensorBoardHandler:

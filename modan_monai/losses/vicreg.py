@@ -103,8 +103,8 @@ class VICRegLoss(nn.Module):
     ``var = (var(Z) + var(Z')) / 2`` with the unbiased variance, ``cov = cov(Z) + cov(Z')`` with
     ``cov(Z) = Σ_{i≠j} C_ij² / D``. Inputs are cast to float32 (half-precision variances underflow).
 
-    After every call, :attr:`last_terms` holds the detached unweighted terms (``invariance``, ``variance``,
-    ``covariance``) and the total (``loss``) for logging.
+    :meth:`terms` returns the unweighted terms (``invariance``, ``variance``, ``covariance``) and the total
+    (``loss``) for logging.
 
     Args:
         sim_weight: weight of the invariance term (25).
@@ -150,7 +150,6 @@ class VICRegLoss(nn.Module):
         self.cov_weight = float(cov_weight)
         self.eps = float(eps)
         self.gather_distributed = bool(gather_distributed)
-        self.last_terms: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (
@@ -187,6 +186,4 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """VICReg loss of ``z_a (N, D)`` and ``z_b (N, D)``; a float32 scalar."""
-        terms = self.terms(z_a, z_b)
-        self.last_terms = {k: v.detach() for k, v in terms.items()}
-        return terms["loss"]
+        return self.terms(z_a, z_b)["loss"]

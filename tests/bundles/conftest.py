@@ -1,4 +1,4 @@
-"""Helpers shared by the bundle tests: the ``python -m monai.bundle`` command line and TensorBoard tags."""
+"""Helpers shared by the bundle tests: the ``python -m monai.bundle`` command line."""
 
 from __future__ import annotations
 
@@ -29,23 +29,7 @@ def _bundle_cli(bundle: str, command: str, *args: str, check: bool = True, **ove
     return log
 
 
-def _tensorboard_tags(log_dir: Path) -> dict[str, list[str]]:
-    """Scalar and image tags of the TensorBoard event files in ``log_dir``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    assert list(Path(log_dir).glob("events.out.tfevents.*")), f"no TensorBoard event file in {log_dir}"
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc.Tags()
-
-
 @pytest.fixture
 def bundle_cli() -> Callable[..., str]:
     """``bundle_cli(bundle, command, *args, check=True, **overrides) -> output`` (see ``_bundle_cli``)."""
     return _bundle_cli
-
-
-@pytest.fixture
-def tensorboard_tags() -> Callable[[Path], dict[str, list[str]]]:
-    """``tensorboard_tags(log_dir) -> {"scalars": [...], "images": [...], ...}``."""
-    return _tensorboard_tags
