@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
+from .checkpoint import BestModelSaver, FinalModelSaver, list_checkpoints, read_training_checkpoint
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler
+from .validation import RngPreservingValidationHandler
 
 __all__ = [
     "EncoderCheckpointSaver",
@@ -20,3 +22,4 @@ __all__ = [
     "ViewsTensorBoardHandler",
     "latest_checkpoint",
 ]
+__all__ += ["BestModelSaver", "FinalModelSaver", "RngPreservingValidationHandler", "list_checkpoints", "read_training_checkpoint"]
