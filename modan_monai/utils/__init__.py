@@ -1,8 +1,9 @@
-"""Utilities: atomic file writes and the random states of a run (exact resume)."""
+"""Utilities for exact resume: atomic file writes, the random states and settings of a run, state comparison."""
 
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_save, remove_stale_temporaries
+from .compare import max_abs_difference, state_differences
 from .random_state import RandomStates, preserved_rng_state, random_state_objects
 from .run_settings import RunSettings
 
@@ -11,7 +12,9 @@ __all__ = [
     "RunSettings",
     "atomic_path",
     "atomic_save",
+    "max_abs_difference",
     "preserved_rng_state",
     "random_state_objects",
     "remove_stale_temporaries",
+    "state_differences",
 ]

@@ -33,7 +33,7 @@ from modan_monai.handlers import (
 )
 from modan_monai.networks import ResNet18Encoder, load_encoder
 from modan_monai.transforms import MultiViewd, RandResizedCropd, SimCLRViewsd
-from modan_monai.utils import RandomStates, RunSettings, atomic_save
+from modan_monai.utils import RandomStates, RunSettings, atomic_save, max_abs_difference, state_differences
 
 EPOCHS = 4
 
@@ -124,28 +124,14 @@ def build(out: Path, num_workers: int = 0, random_states: bool = True, kill_at: 
     return trainer
 
 
-def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
-    """Every tensor and value of two loaded checkpoints equal (bit for bit)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, Mapping):
-        assert isinstance(b, Mapping) and set(a) == set(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            assert_identical(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{where}[{i}]")
-    else:
-        assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
+def assert_identical(a: Any, b: Any, what: str = "checkpoint") -> None:
+    """Every tensor and value of two loaded states equal, bit for bit."""
+    differ = state_differences(a, b)
+    assert not differ, f"{what} differs at {differ[:5]} (max abs difference {max_abs_difference(a, b)})"
 
 
 def load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def max_abs_difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
