@@ -73,6 +73,10 @@ class ViewsTensorBoardHandler:
 class LearningRateTensorBoardHandler:
     """Write the learning rate of each optimiser parameter group as a TensorBoard scalar.
 
+    Written here because ignite's ``OptimizerParamsHandler`` only works through ignite's own
+    ``TensorboardLogger`` (a second writer and event file) and MONAI's ``TensorBoardStatsHandler`` writes
+    ``engine.state`` attributes per epoch only; this one writes per iteration to the bundle's shared writer.
+
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter``.
         optimizer: the optimiser whose ``lr`` is logged.
