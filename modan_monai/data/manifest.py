@@ -251,7 +251,7 @@ def load_datalist(
             ``central_slices`` < 1 or an unreadable volume (naming the row).
 
     Example:
-        >>> train = load_datalist("pretrain.csv", splits="train", slice_mode="central", central_slices=3)  # doctest: +SKIP
+        >>> rows = load_datalist("pretrain.csv", "train", slice_mode="central", central_slices=3)  # doctest: +SKIP
 
         In bundle JSON::
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .io import LoadManifestImaged, RandSliced
 from .intensity import NormalizeByModality, NormalizeByModalityd
 from .labels import CombinedClassd, MultiHotLabeld
+from .presets import load_preprocess_transforms
 from .views import RandResizedCrop, RandResizedCropd, MultiViewd, SimCLRViewsd
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "RandSliced",
     "RandResizedCropd",
     "SimCLRViewsd",
+    "load_preprocess_transforms",
 ]

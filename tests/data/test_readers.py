@@ -364,7 +364,9 @@ def test_axis_order_matches_monai_readers(tmp_path, tcga_by_syntax):
     nib.save(nib.Nifti1Image(vol, np.diag([0.5, 0.7, 2.0, 1.0])), nii)
     dcm = str(tcga_by_syntax[EXPLICIT_VR_LE])
     for path, monai_reader, ours in [
-        (png, PILReader(), PILImageReader()), (nii, NibabelReader(), NiftiReader()), (dcm, PydicomReader(), DicomReader())
+        (png, PILReader(), PILImageReader()),
+        (nii, NibabelReader(), NiftiReader()),
+        (dcm, PydicomReader(), DicomReader()),
     ]:
         expected, monai_meta = monai_reader.get_data(monai_reader.read(str(path)))
         arr, meta = ours.get_data(ours.read(str(path)))

@@ -135,7 +135,9 @@ def test_mixed_format_batch_collates(tmp_path, shared_datasets):
     items = [{k: r[k] for k in ("image", "key", "index", "modality", "source")} for r in by_format.values()]
     items = [{**r, "key": r.get("key")} for r in items + extra]
     assert {Path(r["image"]).suffix for r in items} == {".dcm", ".gz", ".png", ".npy", ".npz"}
-    pipe = Compose([LoadManifestImaged(), Resized(keys="image", spatial_size=(16, 16)), SelectItemsd(["image", "source"])])
+    pipe = Compose(
+        [LoadManifestImaged(), Resized(keys="image", spatial_size=(16, 16)), SelectItemsd(["image", "source"])]
+    )
     batch = next(iter(DataLoader(Dataset(items, pipe), batch_size=len(items))))
     assert batch["image"].shape == (len(items), 1, 16, 16)
     meta = batch["image"].meta
