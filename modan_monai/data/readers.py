@@ -202,6 +202,23 @@ def _check_file(name: str | os.PathLike, what: str) -> None:
         raise FileNotFoundError(f"{what} file not found: {name}")
 
 
+class _SuffixReader(ImageReader):
+    """An ``ImageReader`` that accepts the file names ending in one of its class's ``suffixes``."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """Accept names that end in one of ``self.suffixes`` (case-insensitive).
+
+        Args:
+            filename: a file name or a sequence of them.
+
+        Returns:
+            whether every name has one of the suffixes.
+        """
+        return _all_suffix(filename, self.suffixes)
+
+
 class DicomReader(ImageReader):
     """Read DICOM files with pydicom, returning modality values (e.g. Hounsfield units for CT).
 
@@ -497,7 +514,7 @@ def _cached_npz_array(path: str, key: str, mtime_ns: int) -> np.ndarray:
         return npz[key]
 
 
-class NpzReader(ImageReader):
+class NpzReader(_SuffixReader):
     """Read one image (or the whole array) from a NumPy ``.npz`` container such as MedMNIST.
 
     Arrays are cached per ``(path, key)`` (a small LRU) because npz members cannot be
@@ -517,21 +534,12 @@ class NpzReader(ImageReader):
         (28, 28)
     """
 
+    suffixes = (".npz",)
+
     def __init__(self, key: str | None = None, index: int | None = None) -> None:
         super().__init__()
         self.key = key
         self.index = index
-
-    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
-        """Accept names ending in ``.npz``.
-
-        Args:
-            filename: a file name or a sequence of them.
-
-        Returns:
-            whether every name ends in ``.npz``.
-        """
-        return _all_suffix(filename, (".npz",))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
         """Load the selected array(s) (cached).
@@ -604,7 +612,7 @@ class NpzReader(ImageReader):
         return _finish(_to_monai_order(arr), meta)
 
 
-class PILImageReader(ImageReader):
+class PILImageReader(_SuffixReader):
     """Read PNG / JPEG / TIFF / BMP files with PIL as one grey channel, in MONAI's ``(x, y)`` order.
 
     Like MONAI's ``PILReader(reverse_indexing=True)`` the array is ``(width, height)``. Palette images are
@@ -622,22 +630,13 @@ class PILImageReader(ImageReader):
         True
     """
 
+    suffixes = PIL_SUFFIXES
+
     def __init__(self, index: int | None = None) -> None:
         super().__init__()
         if not _HAS_PIL:
             raise ImportError("PILImageReader requires Pillow (pip install pillow).")
         self.index = index
-
-    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
-        """Accept ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff`` and ``.bmp`` names.
-
-        Args:
-            filename: a file name or a sequence of them.
-
-        Returns:
-            whether every name has one of these suffixes.
-        """
-        return _all_suffix(filename, PIL_SUFFIXES)
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
         """Open the file(s) and select the page (decoded in :meth:`get_data`).
@@ -721,7 +720,7 @@ class PILImageReader(ImageReader):
         return _finish(_to_monai_order(arr), meta)
 
 
-class NpyVolumeReader(ImageReader):
+class NpyVolumeReader(_SuffixReader):
     """Read an MRNet-style ``.npy`` volume ``(slices, H, W)`` (memory-mapped), whole or one slice.
 
     Returned in MONAI order: slice ``index`` as ``(x, y)`` = ``volume[index].T``, the whole volume as
@@ -737,20 +736,11 @@ class NpyVolumeReader(ImageReader):
         (256, 256)
     """
 
+    suffixes = (".npy",)
+
     def __init__(self, index: int | None = None) -> None:
         super().__init__()
         self.index = index
-
-    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
-        """Accept names ending in ``.npy``.
-
-        Args:
-            filename: a file name or a sequence of them.
-
-        Returns:
-            whether every name ends in ``.npy``.
-        """
-        return _all_suffix(filename, (".npy",))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
         """Memory-map the volume(s).

@@ -41,8 +41,8 @@ def pydicom_file(name: str) -> str:
     return str(path)
 
 
-def write_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
-    """Write a minimal uncompressed single-frame grey DICOM file."""
+def grey_dataset(shape: tuple[int, int]) -> Dataset:
+    """A minimal single-frame grey Secondary Capture dataset (explicit VR little endian), without pixel data."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -52,9 +52,15 @@ def write_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "OT"
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
+    return ds
+
+
+def write_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
+    """Write a minimal uncompressed single-frame grey DICOM file."""
+    ds = grey_dataset(pixels.shape)
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
@@ -471,18 +477,7 @@ def test_multipage_and_float_tiff(tmp_path):
 
 def write_float_dicom(path: Path, pixels: np.ndarray) -> Path:
     """A DICOM file with Float Pixel Data (the only DICOM encoding that can hold NaN/Inf)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds = grey_dataset(pixels.shape)
     ds.BitsAllocated = 32
     ds.FloatPixelData = pixels.astype(np.float32).tobytes()
     ds.save_as(path, enforce_file_format=True)
