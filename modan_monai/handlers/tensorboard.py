@@ -58,7 +58,8 @@ class ViewsTensorBoardHandler:
                 lo = imgs.amin(dim=(1, 2, 3), keepdim=True)
                 hi = imgs.amax(dim=(1, 2, 3), keepdim=True)
                 imgs = (imgs - lo) / (hi - lo).clamp_min(1e-8)
-                self.writer.add_images(f"{prefix}/view_{v}", imgs, state.epoch)
+                # the readers' (x, y) axis order (MONAI's) is (width, height): transpose to show images upright
+                self.writer.add_images(f"{prefix}/view_{v}", imgs.transpose(-1, -2), state.epoch)
         self.writer.flush()
 
     def _views(self, batch: Any, key: str) -> torch.Tensor:
