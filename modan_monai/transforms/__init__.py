@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .classification import classification_postprocessing, classification_transforms
 from .io import LoadManifestImaged, RandSliced
 from .intensity import NormalizeByModality, NormalizeByModalityd
 from .labels import CombinedClassd, MultiHotLabeld
@@ -18,4 +19,6 @@ __all__ = [
     "RandSliced",
     "RandResizedCropd",
     "SimCLRViewsd",
+    "classification_postprocessing",
+    "classification_transforms",
 ]
