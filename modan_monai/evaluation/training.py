@@ -30,6 +30,7 @@ from monai.bundle import ConfigWorkflow
 from monai.data import DataLoader, Dataset
 from torch import nn
 
+from modan_monai._excepthook import root_cause
 from modan_monai.transforms import classification_transforms
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 _MAX_SHOWN = 20
+#: Messages of the RuntimeError MONAI's config parser wraps an error of a config item in.
+_MONAI_WRAPPERS = ("Failed to evaluate", "Failed to instantiate")
 #: Config files of the classify bundle the protocol runs (``linear_probe.json`` is added for linear probing).
 TRAIN_CONFIG = "train.json"
 LINEAR_PROBE_CONFIG = "linear_probe.json"
@@ -321,6 +324,8 @@ def run_classify_bundle(
         ValueError: ``epochs < 1``, labels that are not int 0/1 or a set without both classes (naming the set and
             its manifest).
         FileNotFoundError: no bundle at ``bundle``.
+        Exception: what a config item raised while the bundle ran (e.g. a checkpoint that does not match the
+            encoder, a non-finite loss naming the files of its batch), unwrapped from MONAI's ``RuntimeError``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
@@ -366,6 +371,14 @@ def run_classify_bundle(
         keep = workflow.parser.get_parsed_content("best_weights")
         network: nn.Module = workflow.parser.get_parsed_content("network")
         preprocessing = workflow.parser.get_parsed_content("validate#preprocessing")
+    except RuntimeError as err:
+        cause = root_cause(err)
+        if cause is err or not str(err).lstrip().startswith(_MONAI_WRAPPERS):
+            raise
+        # the project's own error (naming the row, file or config id), not MONAI's "Failed to evaluate" wrapper
+        if hasattr(cause, "add_note"):
+            cause.add_note(f"(raised while running the classify bundle {files}: {str(err).splitlines()[0]})")
+        raise cause from None
     finally:
         sys.path[:] = path
         workflow.finalize()

@@ -173,3 +173,26 @@ def test_linear_probe_leaves_encoder_and_batchnorm_statistics_unchanged(
     first, second = ScriptedKeepBestWeights.snapshots
     assert not torch.equal(first["classifier.weight"], second["classifier.weight"])  # the head trains
     assert not (tmp_path / "run" / "model.pt").exists()  # the protocol's runs write no model files
+
+
+class NanLoss(torch.nn.Module):
+    """Cross-entropy times NaN: a non-finite loss at the first iteration."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(pred, target) * float("nan")
+
+
+def test_non_finite_loss_stops_the_fold_naming_its_files(demo_task: dict[str, list[dict]], tmp_path: Path) -> None:
+    with pytest.raises(FloatingPointError, match=r"loss term 'loss' is nan at epoch 1, iteration 1 .*Files of this "
+                                                 r"batch: manifest .* row \d+: "):
+        run_classify_bundle(demo_task["train"], demo_task["val"], tmp_path / "run", epochs=1,
+                            overrides={"loss": NanLoss()}, **TINY)
+
+
+def test_errors_inside_the_bundle_are_raised_as_themselves(demo_task: dict[str, list[dict]], tmp_path: Path) -> None:
+    """Not as MONAI's RuntimeError("Failed to evaluate ..."): run_cv.py prints ValueError / FileNotFoundError."""
+    missing = tmp_path / "missing_encoder.pt"
+    with pytest.raises(FileNotFoundError, match="missing_encoder.pt") as err:
+        run_classify_bundle(demo_task["train"], demo_task["val"], tmp_path / "run", init=str(missing), epochs=1,
+                            **TINY)
+    assert any("while running the classify bundle" in note for note in getattr(err.value, "__notes__", []))
