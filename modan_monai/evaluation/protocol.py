@@ -12,6 +12,7 @@ probing): the command-line recipe and the protocol's are the same configuration.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -84,8 +85,10 @@ def parse_init_specs(specs: Sequence[str]) -> dict[str, str]:
 
 
 def _safe_name(name: str) -> str:
-    """A file-name-safe form of an init name (for the per-fold run folders)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._") or "init"
+    """A file-name-safe form of an init name (for the per-fold run folders); altered names get a hash suffix, so
+    two inits never share a folder."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._")
+    return safe if safe == name else f"{safe or 'init'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _append_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -113,3 +114,12 @@ def test_single_class_fold_is_explained(tmp_path: Path, capsys: pytest.CaptureFi
     assert rc == 1
     err = capsys.readouterr().err
     assert "cannot stratify 3 folds" in err and "at least 3 cases of each class" in err
+
+
+def test_fold_folders_of_init_names() -> None:
+    from modan_monai.evaluation.protocol import _safe_name
+
+    assert _safe_name("modan_v2.1") == "modan_v2.1"
+    altered = [_safe_name(n) for n in ("a b", "a/b", "../x", "é")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+-[0-9a-f]{8}", n) for n in altered) and len(set(altered)) == 4
+    assert _safe_name("a_b") != _safe_name("a b")  # two inits never share a folder
