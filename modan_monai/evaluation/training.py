@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle.utils import ID_SEP_KEY
 from monai.data import DataLoader, Dataset
 from torch import nn
 
@@ -260,6 +261,23 @@ def _quiet_bundle_logger() -> Iterator[None]:
         bundle_logger.setLevel(level)
 
 
+def _check_override_ids(files: Sequence[str], overrides: Mapping[str, Any]) -> None:
+    """Raise when an override names an id the bundle lacks (a typo would otherwise add an unused key).
+
+    An override ``a#b#c`` may add a new key ``c`` to an existing ``a#b``; a top-level id must exist.
+    """
+    parser = ConfigParser()
+    parser.read_config(f=list(files))
+    unknown = []
+    for key in overrides:
+        parent, _, _ = str(key).rpartition(ID_SEP_KEY)
+        if (str(key) if not parent else parent) not in parser:
+            unknown.append(str(key))
+    if unknown:
+        raise ValueError(f"override id(s) {unknown} not in the classify bundle config {list(files)}; top-level ids: "
+                         f"{sorted(parser.get())}.")
+
+
 def run_classify_bundle(
     train_data: Sequence[Mapping[str, Any]],
     val_data: Sequence[Mapping[str, Any]],
@@ -322,7 +340,7 @@ def run_classify_bundle(
 
     Raises:
         ValueError: ``epochs < 1``, labels that are not int 0/1 or a set without both classes (naming the set and
-            its manifest).
+            its manifest), or an ``overrides`` id the bundle lacks (naming it and the config files).
         FileNotFoundError: no bundle at ``bundle``.
         Exception: what a config item raised while the bundle ran (e.g. a checkpoint that does not match the
             encoder, a non-finite loss naming the files of its batch), unwrapped from MONAI's ``RuntimeError``.
@@ -361,6 +379,7 @@ def run_classify_bundle(
         "validate#dataset#progress": False,
         **dict(overrides or {}),
     }
+    _check_override_ids(files, overrides or {})
     with _quiet_bundle_logger():
         workflow = ConfigWorkflow(config_file=files, workflow_type="train", logging_file=False,
                                   bundle_root=str(configs.parent), **settings)

@@ -98,6 +98,10 @@ def test_bundle_dir_and_bad_inputs_are_named(demo_task: dict[str, list[dict]], t
         run_classify_bundle(demo_task["train"], one_class, tmp_path / "run", epochs=1, **TINY)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         run_classify_bundle(demo_task["train"], demo_task["val"], tmp_path / "run", epochs=0, **TINY)
+    with pytest.raises(ValueError, match=r"override id\(s\) \['droput', 'optimiser#lr'\] not in the classify bundle "
+                                         r"config \[.*train\.json'\]; top-level ids: \[.*'dropout'"):
+        run_classify_bundle(demo_task["train"], demo_task["val"], tmp_path / "run", epochs=1, **TINY,
+                            overrides={"droput": 0.1, "optimiser#lr": 0.1, "train#dataset#cache_rate": 0.5})
 
 
 def test_transforms_shapes(demo_task: dict[str, list[dict]]) -> None:
