@@ -38,12 +38,13 @@ def classification_transforms(
     keep_keys: Sequence[str] = (),
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     vocabulary: Any = None,
+    flip_axis: int = 1,
 ) -> Compose:
     """Load, normalise and resize a manifest row to a ``(1, S, S)`` float image (+ an int64 label).
 
     ``LoadManifestImaged`` -> ``NormalizeByModalityd`` ([0, 1]) -> ``Resized`` (area) -> when ``augment``:
-    ``RandFlipd`` (horizontal, p=0.5) and ``RandAffined`` (p=0.5, rotation +-10 degrees, scale +-10%) ->
-    ``EnsureTyped`` (plain tensors) -> ``SelectItemsd`` (``image``, the label, ``keep_keys``).
+    ``RandFlipd`` (horizontal: along ``flip_axis``, p=0.5) and ``RandAffined`` (p=0.5, rotation +-10 degrees,
+    scale +-10%) -> ``EnsureTyped`` (plain tensors) -> ``SelectItemsd`` (``image``, the label, ``keep_keys``).
 
     Args:
         image_size: output side ``S``.
@@ -54,15 +55,22 @@ def classification_transforms(
             ``"dataset"`` and ``"case_id"`` for exam-level metrics, ``"filename"`` to name predictions).
         ct_window: HU window of CT images.
         vocabulary: modality vocabulary (default vocabulary when ``None``).
+        flip_axis: spatial axis (MONAI ``spatial_axis``) of the horizontal flip: the width axis of the loaded
+            ``(C, H, W)`` images.
 
     Returns:
         A MONAI ``Compose``.
+
+    Raises:
+        ValueError: ``flip_axis`` not 0 or 1.
 
     Example:
         >>> t = classification_transforms(32, augment=False, keep_keys=["source"])
         >>> [type(x).__name__ for x in t.transforms][:3]
         ['LoadManifestImaged', 'NormalizeByModalityd', 'Resized']
     """
+    if flip_axis not in (0, 1):
+        raise ValueError(f"flip_axis must be 0 or 1 (a spatial axis of a 2D image), got {flip_axis}.")
     size = (int(image_size), int(image_size))
     transforms: list[Callable] = [
         LoadManifestImaged(keys="image"),
@@ -71,7 +79,7 @@ def classification_transforms(
     ]
     if augment:
         transforms += [
-            RandFlipd(keys="image", prob=0.5, spatial_axis=1),
+            RandFlipd(keys="image", prob=0.5, spatial_axis=flip_axis),
             RandAffined(
                 keys="image", prob=0.5, rotate_range=(math.radians(10.0),), scale_range=(0.1, 0.1), padding_mode="zeros"
             ),

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.transforms import RandFlipd
 
 from modan_monai.data import manifest_to_datalist, read_manifest
 from modan_monai.data.demo_tasks import demo_classification_manifest
@@ -110,6 +111,10 @@ def test_transforms_shapes(demo_task: dict[str, list[dict]]) -> None:
     assert item["image"].shape == (1, 32, 32) and item["image"].dtype == torch.float32
     assert item["label"].dtype == torch.int64 and item["label"].ndim == 0
     assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0 + 1e-6
+    flips = [t for t in classification_transforms(32, augment=True, flip_axis=0).transforms if isinstance(t, RandFlipd)]
+    assert [f.flipper.spatial_axis for f in flips] == [0]
+    with pytest.raises(ValueError, match="flip_axis must be 0 or 1"):
+        classification_transforms(32, augment=True, flip_axis=2)
 
 
 class ScriptedKeepBestWeights(KeepBestWeights):
