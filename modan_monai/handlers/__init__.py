@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
+from .exam_auc import ExamROCAUC
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler
 
 __all__ = [
     "EncoderCheckpointSaver",
+    "ExamROCAUC",
     "KeepBestWeights",
     "LearningRateTensorBoardHandler",
     "PerImageDiceSaver",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .classification import classification_postprocessing, classification_transforms
 from .io import LoadManifestImaged, RandSliced
 from .intensity import NormalizeByModality, NormalizeByModalityd
 from .labels import CombinedClassd, MultiHotLabeld
@@ -19,5 +20,7 @@ __all__ = [
     "RandSliced",
     "RandResizedCropd",
     "SimCLRViewsd",
+    "classification_postprocessing",
+    "classification_transforms",
     "load_preprocess_transforms",
 ]
