@@ -8,9 +8,11 @@ Examples:
     python scripts/run_cv.py --manifest mrnet.csv --label-column acl --planes sagittal \\
         --mrnet-aggregation max --init modan=encoder.pt --modes finetune --fractions 100 --out results/mrnet_acl
 
-Re-running with the same --out skips the folds already in results.csv (an interrupted run resumes); the
-partitions in folds.csv are reused. Outputs: folds.csv, results.csv, predictions.csv, summary.md, roc.png,
-settings.json.
+Every fold runs the classify bundle (bundles/classify: configs/train.json, + configs/linear_probe.json for
+linear probing) in process, with the fold's datalists and the options below as overrides. Re-running with the
+same --out skips the folds already in results.csv (an interrupted run resumes); the partitions in folds.csv
+are reused. Outputs: folds.csv, results.csv, predictions.csv, summary.md, roc.png, settings.json and each
+fold's TensorBoard scalars under runs/.
 """
 
 from __future__ import annotations
@@ -60,13 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--central-slices", type=int, default=1, help="slices kept with --slices central")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--bundle", help="classify bundle folder (default: bundles/classify of this repository)")
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    # one progress line per fold from modan_monai.evaluation; the engines' per-epoch lines only at WARNING
-    for name in ("ignite", "modan_monai.evaluation.training", "modan_monai.handlers"):
+    # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines only at WARNING
+    for name in ("ignite", "StatsHandler", "modan_monai.progress", "modan_monai.handlers"):
         logging.getLogger(name).setLevel(logging.WARNING)
+        # MONAI's StatsHandler sets its logger back to INFO whenever one is built (once per fold): a filter stays
+        logging.getLogger(name).addFilter(lambda record: record.levelno >= logging.WARNING)
     try:
         results = run_protocol(
             args.manifest, args.label_column, parse_init_specs(args.init), args.out, positive=args.positive,
@@ -75,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_size=args.step_size, gamma=args.gamma, image_size=args.image_size, stem=args.stem,
             val_fraction=args.val_fraction, splits=args.splits, level=args.level, aggregation=args.mrnet_aggregation,
             planes=args.planes, slice_mode=args.slices, central_slices=args.central_slices, device=args.device,
-            num_workers=args.num_workers,
+            num_workers=args.num_workers, bundle=args.bundle,
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

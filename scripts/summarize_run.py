@@ -43,7 +43,7 @@ def epoch_losses(run_dir: str | Path, tag: str = "train_loss") -> list[float]:
     checkpoints = sorted(run_dir.glob("checkpoint_epoch=*.pt"))
     if not checkpoints:
         raise ValueError(f"{run_dir}: no checkpoint_epoch=*.pt to read the iterations per epoch from")
-    per_epoch = int(torch.load(checkpoints[-1], map_location="cpu", weights_only=False)["trainer"]["epoch_length"])
+    per_epoch = int(torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["trainer"]["epoch_length"])
     steps = np.array(sorted(events))
     values = np.array([events[s] for s in steps])
     epochs = (steps - 1) // per_epoch

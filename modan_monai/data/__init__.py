@@ -8,11 +8,20 @@ from .demo_tasks import demo_classification_manifest
 from .manifest import (
     MANIFEST_COLUMNS,
     REQUIRED_COLUMNS,
+    load_datalist,
     manifest_to_datalist,
     read_manifest,
     write_manifest,
 )
-from .readers import DicomReader, NpzReader, read_image_row
+from .readers import (
+    DicomReader,
+    NiftiReader,
+    NpyVolumeReader,
+    NpzReader,
+    PILImageReader,
+    read_image_row,
+    select_reader,
+)
 from .segmentation import LoadStructureMasksd, segmentation_transforms, select_training_subset
 from .slicing import expand_volume_slices
 from .vocabulary import MetadataVocabulary, default_vocabulary_path
@@ -24,17 +33,22 @@ __all__ = [
     "DicomReader",
     "LoadStructureMasksd",
     "MetadataVocabulary",
+    "NiftiReader",
+    "NpyVolumeReader",
     "NpzReader",
+    "PILImageReader",
     "default_vocabulary_path",
     "demo_classification_manifest",
     "demo_segmentation_manifest",
     "ensure_demo_corpus",
     "expand_volume_slices",
+    "load_datalist",
     "make_demo_corpus",
     "manifest_to_datalist",
     "read_image_row",
     "read_manifest",
     "segmentation_transforms",
+    "select_reader",
     "select_training_subset",
     "write_manifest",
 ]

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "REQUIRED_COLUMNS", "manifest_to_datalist", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "load_datalist",
+    "manifest_to_datalist",
+    "read_manifest",
+    "write_manifest",
+]
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "key", "index", "modality", "anatomy", "split", "dataset", "case_id")
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "modality", "anatomy", "split", "dataset", "case_id")
@@ -210,3 +217,48 @@ def manifest_to_datalist(df: pd.DataFrame, splits: str | Sequence[str] | None = 
         item["source"] = f"manifest {item['manifest']} row {item['row']}: {item['image']}"
         items.append(item)
     return items
+
+
+def load_datalist(
+    manifest: str | Path | pd.DataFrame,
+    splits: str | Sequence[str] | None = None,
+    slice_mode: str = "all",
+    central_slices: int = 1,
+    *,
+    check_files: bool = True,
+) -> list[dict[str, Any]]:
+    """Manifest -> MONAI datalist of 2D rows: :func:`read_manifest`, :func:`manifest_to_datalist`, slice expansion.
+
+    The one expression every bundle needs, equal to
+    ``expand_volume_slices(manifest_to_datalist(read_manifest(manifest), splits=splits), mode=slice_mode,
+    k=central_slices)``: rows that point at a whole volume (MRNet ``.npy``, 3D NIfTI, multi-frame DICOM,
+    ``index`` empty) become slice rows; every row keeps its ``source`` string (``"manifest <m> row <r>: <path>"``).
+
+    Args:
+        manifest: manifest CSV path, or a frame already returned by :func:`read_manifest`.
+        splits: keep only these splits (``"train"`` or ``["train", "val"]``); ``None`` keeps all rows.
+        slice_mode: ``"all"`` (one row per slice), ``"central"`` (the ``central_slices`` middle slices) or
+            ``"random"`` (one row per volume, the slice drawn by ``RandSliced`` at load time).
+        central_slices: number of central slices for ``slice_mode="central"``.
+        check_files: check that every listed file exists (when ``manifest`` is a path).
+
+    Returns:
+        The datalist (one dict per 2D image or slice).
+
+    Raises:
+        FileNotFoundError: the manifest or a listed file is missing (naming the row).
+        ValueError: a bad manifest (see :func:`read_manifest`), a split without rows, an unknown ``slice_mode``,
+            ``central_slices`` < 1 or an unreadable volume (naming the row).
+
+    Example:
+        >>> rows = load_datalist("pretrain.csv", "train", slice_mode="central", central_slices=3)  # doctest: +SKIP
+
+        In bundle JSON::
+
+            "datalist": "$modan_monai.data.load_datalist(@manifest, splits=@splits, slice_mode=@slice_mode,
+                         central_slices=@central_slices)"
+    """
+    from .slicing import expand_volume_slices
+
+    df = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest, check_files=check_files)
+    return expand_volume_slices(manifest_to_datalist(df, splits=splits), mode=slice_mode, k=central_slices)

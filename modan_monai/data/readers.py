@@ -1,14 +1,39 @@
-"""Image readers for manifest rows: DICOM, NIfTI, PNG/JPEG/TIFF/BMP, MedMNIST ``.npz`` and MRNet ``.npy``.
+"""Image readers for manifest rows: one MONAI ``ImageReader`` per format, chosen by file suffix.
 
-Every reader returns a float32 array plus a metadata dictionary with the same set of keys
-(:data:`META_KEYS`, empty strings where a format has no such field), so that images of different
-formats can be collated into one batch (``monai.data.utils.collate_meta_tensor`` keeps only the
-keys common to a batch and cannot collate ``None``).
+=====================  =========================  ==========================================================
+suffix                 reader                     notes
+=====================  =========================  ==========================================================
+``.dcm``, ``.dicom``,  :class:`DicomReader`       pydicom 3: Modality LUT / rescale, MONOCHROME1, colour ->
+no suffix + ``DICM``                              grey, multi-frame, compressed transfer syntaxes
+``.nii``, ``.nii.gz``  :class:`NiftiReader`       MONAI ``NibabelReader`` subclass: slice ``index`` of a 3D
+                                                  volume; the affine is kept (and moved to the slice)
+``.png`` ``.jpg``      :class:`PILImageReader`    PIL: RGB-encoded grey -> one channel, colour -> luminance,
+``.jpeg`` ``.tif``                                page ``index`` of a multi-page TIFF
+``.tiff`` ``.bmp``
+``.npz``               :class:`NpzReader`         e.g. MedMNIST: array ``key``, image ``index``
+``.npy``               :class:`NpyVolumeReader`   MRNet volume ``(slices, H, W)``, slice ``index``
+=====================  =========================  ==========================================================
+
+**Axis order.** Every reader returns arrays in MONAI's spatial order, the one ``NibabelReader``, ``PILReader``
+(``reverse_indexing=True``) and ``PydicomReader`` (``swap_ij=True``) use: a 2D image is ``(x, y)`` =
+``(width, height)`` (the transpose of the row-major ``(rows, columns)`` array PIL, pydicom and NumPy files hold), a
+volume is ``(x, y, slices)``. In this order MONAI's writers (``SaveImage``: ``PILWriter`` swaps the two axes back,
+``NibabelWriter`` writes voxel order with the affine) and ``Invertd`` round-trip an image: a PNG read and written
+back has the same size and orientation, and a NIfTI mask written for a NIfTI input carries the input's affine.
+A network therefore sees images transposed with respect to a picture viewer: a horizontal (left-right) flip is
+along spatial axis 0, and TensorBoard (which draws ``(C, H, W)``) needs ``img.transpose(-1, -2)`` to show them
+upright.
+
+Every reader returns a float32 array plus a metadata dictionary with the same set of keys (:data:`META_KEYS`,
+empty strings where a format has no such field), so that images of different formats can be collated into one
+batch (``monai.data.utils.collate_meta_tensor`` keeps only the keys common to a batch and cannot collate ``None``).
+The readers also work with MONAI's ``LoadImage(reader=...)``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,22 +45,35 @@ from monai.utils import ensure_tuple, optional_import
 
 pydicom, _HAS_PYDICOM = optional_import("pydicom")
 Image, _HAS_PIL = optional_import("PIL.Image")
+nib, _HAS_NIB = optional_import("nibabel")
 
 __all__ = [
     "DICOM_SUFFIXES",
+    "IMAGE_READERS",
     "META_KEYS",
+    "NAN_POLICIES",
     "NIFTI_SUFFIXES",
     "PIL_SUFFIXES",
     "DicomReader",
+    "NiftiReader",
+    "NpyVolumeReader",
     "NpzReader",
+    "PILImageReader",
     "is_dicom_file",
     "read_image_row",
+    "replace_non_finite",
     "row_context",
+    "select_reader",
 ]
+
+logger = logging.getLogger(__name__)
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 PIL_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+#: What :func:`read_image_row` does with NaN / +-Inf pixels: raise a ``ValueError`` or replace them.
+NAN_POLICIES: tuple[str, ...] = ("error", "replace")
 
 #: Metadata keys every reader fills (``""`` when the format has no such field).
 META_KEYS: tuple[str, ...] = (
@@ -51,10 +89,15 @@ META_KEYS: tuple[str, ...] = (
     "TransferSyntaxName",
     "intensity_unit",
     "color_conversion",
+    "affine",
+    "original_affine",
+    "original_channel_dim",
+    "non_finite_replaced",
 )
 
 # ITU-R BT.601 luma weights, the same ones PIL uses for mode "L".
 _LUMA_601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_NO_CHANNEL = "no_channel"
 
 
 def row_context(row: Mapping[str, Any] | None) -> str:
@@ -79,7 +122,41 @@ def _base_meta(path: str | os.PathLike, source_format: str) -> dict[str, Any]:
     meta["filename_or_obj"] = str(path)
     meta["source_format"] = source_format
     meta["slice_index"] = -1
+    meta["affine"] = np.eye(4)
+    meta["original_affine"] = np.eye(4)
+    meta["original_channel_dim"] = _NO_CHANNEL
+    meta["non_finite_replaced"] = 0
     return meta
+
+
+def _finish(arr: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """float32, C-contiguous, ``spatial_shape`` filled in."""
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    meta["spatial_shape"] = np.asarray(out.shape)
+    return out, meta
+
+
+def _to_monai_order(arr: np.ndarray) -> np.ndarray:
+    """Row-major ``(rows, cols)`` -> ``(x, y)``; ``(slices, rows, cols)`` -> ``(x, y, slices)``."""
+    if arr.ndim == 2:
+        return arr.T
+    if arr.ndim == 3:
+        return np.transpose(arr, (2, 1, 0))
+    raise ValueError(f"expected a 2D image or a 3D volume, got an array of shape {arr.shape}")
+
+
+def _stack_results(results: Sequence[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
+    """Several files of one image: stack on a new first (channel) axis, MONAI-style; metadata of the first."""
+    if len(results) == 1:
+        return results[0]
+    arrays, metas = zip(*results)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        names = [m["filename_or_obj"] for m in metas]
+        raise ValueError(f"cannot stack images of different shapes {sorted(shapes)}: {names}")
+    meta = dict(metas[0])
+    meta["original_channel_dim"] = 0
+    return np.stack(arrays), meta
 
 
 def _suffix(path: str | os.PathLike) -> str:
@@ -87,6 +164,10 @@ def _suffix(path: str | os.PathLike) -> str:
     if name.endswith(".nii.gz"):
         return ".nii.gz"
     return Path(name).suffix
+
+
+def _all_suffix(filename: Sequence[str | os.PathLike] | str | os.PathLike, suffixes: Sequence[str]) -> bool:
+    return all(_suffix(name) in suffixes for name in ensure_tuple(filename))
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
@@ -116,14 +197,38 @@ def _to_grey(arr: np.ndarray, channel_axis: int = -1) -> tuple[np.ndarray, str]:
     return rgb @ _LUMA_601, "luminance_itu_r_601"
 
 
+def _check_file(name: str | os.PathLike, what: str) -> None:
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"{what} file not found: {name}")
+
+
+class _SuffixReader(ImageReader):
+    """An ``ImageReader`` that accepts the file names ending in one of its class's ``suffixes``."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """Accept names that end in one of ``self.suffixes`` (case-insensitive).
+
+        Args:
+            filename: a file name or a sequence of them.
+
+        Returns:
+            whether every name has one of the suffixes.
+        """
+        return _all_suffix(filename, self.suffixes)
+
+
 class DicomReader(ImageReader):
     """Read DICOM files with pydicom, returning modality values (e.g. Hounsfield units for CT).
 
     Decoding goes through pydicom's pixel-data plugins, so compressed transfer syntaxes (JPEG
     baseline / lossless, JPEG-LS, JPEG 2000, RLE) work when the pylibjpeg plugins are installed.
     Steps: decode -> Modality LUT (``RescaleSlope``/``RescaleIntercept`` or a Modality LUT
-    Sequence, :func:`pydicom.pixels.apply_modality_lut`) -> MONOCHROME1 inversion -> colour to grey.
-    Multi-frame images are kept as ``(frames, H, W)`` unless ``index`` selects one frame.
+    Sequence, :func:`pydicom.pixels.apply_modality_lut`) -> MONOCHROME1 inversion -> colour to grey
+    -> MONAI axis order (columns first, as ``PydicomReader(swap_ij=True)``): a single frame is
+    ``(Columns, Rows)``, a multi-frame image ``(Columns, Rows, frames)`` unless ``index`` selects one frame.
+    The affine is the identity (pixel units).
 
     MONOCHROME1 (low values shown bright) is inverted as ``lo + hi - x`` where ``[lo, hi]`` is
     the range the stored bits can represent after the rescale (the data range when a Modality
@@ -194,8 +299,7 @@ class DicomReader(ImageReader):
         options = {**self.kwargs, **kwargs}
         out = []
         for name in ensure_tuple(data):
-            if not Path(name).is_file():
-                raise FileNotFoundError(f"DICOM file not found: {name}")
+            _check_file(name, "DICOM")
             try:
                 out.append(pydicom.dcmread(name, **options))
             except InvalidDicomError as e:
@@ -208,10 +312,10 @@ class DicomReader(ImageReader):
         """Decode pixel data and build the metadata dictionary.
 
         Args:
-            img: a ``pydicom.Dataset`` or a sequence of them (stacked on a new first axis).
+            img: a ``pydicom.Dataset`` or a sequence of them (stacked on a new first, channel axis).
 
         Returns:
-            ``(array, meta)``: float32 array ``(H, W)`` or ``(frames, H, W)``; meta with
+            ``(array, meta)``: float32 array ``(x, y)`` or ``(x, y, frames)``; meta with
             :data:`META_KEYS` plus ``RescaleSlope``/``RescaleIntercept``/``NumberOfFrames``.
 
         Raises:
@@ -219,17 +323,7 @@ class DicomReader(ImageReader):
                 or ``index`` is out of range.
         """
         datasets = img if isinstance(img, (list, tuple)) else [img]
-        arrays, metas = zip(*(self._get_one(ds) for ds in datasets))
-        if len(arrays) == 1:
-            return arrays[0], metas[0]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            names = [m["filename_or_obj"] for m in metas]
-            raise ValueError(f"cannot stack DICOM files of different shapes {sorted(shapes)}: {names}")
-        meta = dict(metas[0])
-        stacked = np.stack(arrays)
-        meta["spatial_shape"] = np.asarray(stacked.shape)
-        return stacked, meta
+        return _stack_results([self._get_one(ds) for ds in datasets])
 
     def _get_one(self, ds: Any) -> tuple[np.ndarray, dict]:
         from pydicom.pixels import apply_modality_lut, pixel_array
@@ -279,7 +373,6 @@ class DicomReader(ImageReader):
         meta.update(
             {
                 "source_dtype": source_dtype,
-                "spatial_shape": np.asarray(arr.shape),
                 "slice_index": -1 if self.index is None else int(self.index),
                 "Modality": modality,
                 "BodyPartExamined": str(ds.get("BodyPartExamined", "") or ""),
@@ -293,7 +386,7 @@ class DicomReader(ImageReader):
                 "NumberOfFrames": n_frames,
             }
         )
-        return arr, meta
+        return _finish(_to_monai_order(arr), meta)
 
     @staticmethod
     def _value_range(ds: Any, arr: np.ndarray, rescaled: bool) -> tuple[float, float]:
@@ -312,6 +405,105 @@ class DicomReader(ImageReader):
         return float(lo), float(hi)
 
 
+class NiftiReader(NibabelReader):
+    """MONAI's ``NibabelReader`` for manifest rows: a 2D image or one slice of a 3D volume, affine kept.
+
+    Voxel order is NIfTI's (``(i, j)`` / ``(i, j, k)``, as ``NibabelReader``), so a 2D image stored as
+    ``(x, y, 1)`` reads as ``(x, y)``. ``index`` selects slice ``k`` of a 3D volume (read lazily through
+    nibabel's array proxy); its ``affine`` is the volume's affine moved to that slice
+    (``affine @ translate(0, 0, k)``), so a 2D mask written by ``SaveImage`` for the slice lands at the slice's
+    place in world space. ``original_affine`` equals ``affine`` (``SaveImage(resample=True)`` is then a no-op).
+
+    Args:
+        index: slice of a 3D volume along the last axis (``None`` = whole image / volume).
+        as_closest_canonical: see ``NibabelReader``.
+        kwargs: passed to ``nibabel.load``.
+
+    Example:
+        >>> reader = NiftiReader(index=40)
+        >>> arr, meta = reader.get_data(reader.read("ct.nii.gz"))  # doctest: +SKIP
+        >>> arr.shape, meta["affine"].shape  # doctest: +SKIP
+        ((512, 512), (4, 4))
+    """
+
+    def __init__(self, index: int | None = None, as_closest_canonical: bool = False, **kwargs: Any) -> None:
+        super().__init__(as_closest_canonical=as_closest_canonical, **kwargs)
+        self.index = index
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """Accept names ending in ``.nii`` or ``.nii.gz``.
+
+        Args:
+            filename: a file name or a sequence of them.
+
+        Returns:
+            whether every name is a NIfTI file name (and nibabel is installed).
+        """
+        return _HAS_NIB and _all_suffix(filename, NIFTI_SUFFIXES)
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        """Open NIfTI file(s) with nibabel (data are read in :meth:`get_data`).
+
+        Args:
+            data: a file name or a sequence of them.
+            kwargs: extra arguments for ``nibabel.load``.
+
+        Returns:
+            a nibabel image or a list of them.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+        """
+        for name in ensure_tuple(data):
+            _check_file(name, "NIfTI")
+        return super().read(data, **kwargs)
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """Read the data (or the ``index`` slice) in voxel order with the affine.
+
+        Args:
+            img: output of :meth:`read`.
+
+        Returns:
+            ``(array, meta)``: float32 ``(x, y)`` or ``(x, y, z)``; meta with :data:`META_KEYS` (``affine``,
+            ``original_affine``; voxel spacing is in the affine) plus ``space`` (``"RAS"``).
+
+        Raises:
+            ValueError: more than 3 non-singleton axes, or ``index`` out of range / given for a 2D image.
+        """
+        images = ensure_tuple(img)
+        names = ensure_tuple(getattr(self, "filenames", ())) or tuple("<nibabel image>" for _ in images)
+        return _stack_results([self._get_one(i, str(n)) for i, n in zip(images, names)])
+
+    def _get_one(self, image: Any, path: str) -> tuple[np.ndarray, dict]:
+        if self.as_closest_canonical:
+            image = nib.as_closest_canonical(image)
+        shape = tuple(int(s) for s in image.shape)
+        while len(shape) > 2 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) not in (2, 3):
+            raise ValueError(f"{path}: NIfTI image of shape {tuple(image.shape)}; only 2D images and 3D volumes "
+                             "are supported")
+        affine = self._get_affine(image).astype(np.float64)
+        meta = _base_meta(path, "nifti")
+        meta["source_dtype"] = str(image.get_data_dtype())
+        index = self.index
+        if len(shape) == 3 and index is not None:
+            if not 0 <= int(index) < shape[2]:
+                raise ValueError(f"{path}: slice index {index} out of range for volume of shape {shape}")
+            arr = np.asanyarray(image.dataobj[:, :, int(index)]).reshape(shape[:2])
+            affine[:3, 3] += affine[:3, 2] * int(index)
+            meta["slice_index"] = int(index)
+        else:
+            if len(shape) == 2 and index not in (None, 0):
+                raise ValueError(f"{path}: slice index {index} given for a 2D NIfTI image")
+            arr = np.asanyarray(image.dataobj).reshape(shape)
+        meta["affine"] = affine
+        meta["original_affine"] = affine.copy()
+        meta["space"] = "RAS"
+        return _finish(arr, meta)
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_npz_array(path: str, key: str, mtime_ns: int) -> np.ndarray:
     # npz members are zip entries that cannot be memory-mapped, so reading one image would
@@ -322,11 +514,13 @@ def _cached_npz_array(path: str, key: str, mtime_ns: int) -> np.ndarray:
         return npz[key]
 
 
-class NpzReader(ImageReader):
+class NpzReader(_SuffixReader):
     """Read one image (or the whole array) from a NumPy ``.npz`` container such as MedMNIST.
 
     Arrays are cached per ``(path, key)`` (a small LRU) because npz members cannot be
-    memory-mapped and datasets read one index at a time.
+    memory-mapped and datasets read one index at a time. Images are stored row-major
+    (``(N, H, W)`` or ``(N, H, W, 3)``) and returned in MONAI order: ``(x, y)`` for one image,
+    ``(x, y, N)`` for a whole array of grey images.
 
     Args:
         key: array name inside the container (e.g. ``"train_images"``); may be omitted when
@@ -340,21 +534,12 @@ class NpzReader(ImageReader):
         (28, 28)
     """
 
+    suffixes = (".npz",)
+
     def __init__(self, key: str | None = None, index: int | None = None) -> None:
         super().__init__()
         self.key = key
         self.index = index
-
-    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
-        """Accept names ending in ``.npz``.
-
-        Args:
-            filename: a file name or a sequence of them.
-
-        Returns:
-            whether every name ends in ``.npz``.
-        """
-        return all(_suffix(n) == ".npz" for n in ensure_tuple(filename))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
         """Load the selected array(s) (cached).
@@ -364,7 +549,7 @@ class NpzReader(ImageReader):
             kwargs: unused (kept for the ``ImageReader`` interface).
 
         Returns:
-            ``(path, array)`` or a list of such pairs.
+            ``(path, key, array)`` or a list of such triples.
 
         Raises:
             FileNotFoundError: the file does not exist.
@@ -373,8 +558,7 @@ class NpzReader(ImageReader):
         out = []
         for name in ensure_tuple(data):
             path = Path(name)
-            if not path.is_file():
-                raise FileNotFoundError(f"npz file not found: {name}")
+            _check_file(name, "npz")
             key = self.key
             if not key:
                 with np.load(path, allow_pickle=False) as npz:
@@ -392,55 +576,126 @@ class NpzReader(ImageReader):
         return out if len(out) > 1 else out[0]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        """Select ``index`` and convert to float32.
+        """Select ``index``, reduce colour to grey and convert to float32 in MONAI order.
 
         Args:
             img: output of :meth:`read`.
 
         Returns:
-            ``(array, meta)``; colour images ``(H, W, 3)`` are reduced to grey.
+            ``(array, meta)``: ``(x, y)`` for one image, ``(x, y, N)`` for a whole array.
 
         Raises:
-            ValueError: ``index`` out of range (message names file and key).
+            ValueError: ``index`` out of range or an array that is not a grey/colour image stack (message names
+                file and key).
         """
         items = img if isinstance(img, list) else [img]
-        results = [self._get_one(*item) for item in items]
-        if len(results) == 1:
-            return results[0]
-        arrays, metas = zip(*results)
-        meta = dict(metas[0])
-        stacked = np.stack(arrays)
-        meta["spatial_shape"] = np.asarray(stacked.shape)
-        return stacked, meta
+        return _stack_results([self._get_one(*item) for item in items])
 
     def _get_one(self, name: str, key: str, arr: np.ndarray) -> tuple[np.ndarray, dict]:
         meta = _base_meta(name, "npz")
         meta["source_dtype"] = str(arr.dtype)
+        colour = arr.ndim >= 3 and arr.shape[-1] in (3, 4)
         if self.index is not None:
             if not 0 <= int(self.index) < arr.shape[0]:
                 raise ValueError(f"{name}: index {self.index} out of range for array {key!r} of shape {arr.shape}")
             arr = arr[int(self.index)]
             meta["slice_index"] = int(self.index)
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and self.index is not None:
+            if arr.ndim == 3 and colour:
+                arr, meta["color_conversion"] = _to_grey(arr, channel_axis=-1)
+            if arr.ndim != 2:
+                raise ValueError(f"{name}: array {key!r} item {self.index} has shape {arr.shape}; expected an image "
+                                 "(H, W) or (H, W, 3)")
+        elif arr.ndim == 4 and colour:
             arr, meta["color_conversion"] = _to_grey(arr, channel_axis=-1)
-        out = np.asarray(arr, dtype=np.float32)
-        meta["spatial_shape"] = np.asarray(out.shape)
-        return out, meta
+        elif arr.ndim not in (2, 3):
+            raise ValueError(f"{name}: array {key!r} of shape {arr.shape} is not an image (H, W) or a stack (N, H, W)")
+        return _finish(_to_monai_order(arr), meta)
 
 
-def _read_pil(path: str, index: int | None) -> tuple[np.ndarray, dict]:
-    meta = _base_meta(path, "pil")
-    with Image.open(path) as im:
-        n_frames = int(getattr(im, "n_frames", 1))
-        if n_frames > 1:
-            if index is None:
-                raise ValueError(f"{path}: multi-page image with {n_frames} pages; give the page in the 'index' column")
-            if not 0 <= index < n_frames:
-                raise ValueError(f"{path}: page index {index} out of range for {n_frames} pages")
-            im.seek(index)
-            meta["slice_index"] = int(index)
-        elif index not in (None, 0):
-            raise ValueError(f"{path}: index {index} given for a single 2D image")
+class PILImageReader(_SuffixReader):
+    """Read PNG / JPEG / TIFF / BMP files with PIL as one grey channel, in MONAI's ``(x, y)`` order.
+
+    Like MONAI's ``PILReader(reverse_indexing=True)`` the array is ``(width, height)``. Palette images are
+    expanded, ``1``/``CMYK`` converted, alpha dropped; RGB-encoded grey keeps one channel
+    (``meta["color_conversion"] == "equal_channels"``) and true colour becomes luminance exactly as PIL's ``"L"``
+    conversion (ITU-R 601-2, ``"luminance_itu_r_601"``). 16-bit and float TIFFs keep their values.
+
+    Args:
+        index: page of a multi-page TIFF (required for those; ``None`` or ``0`` for single images).
+
+    Example:
+        >>> reader = PILImageReader()
+        >>> arr, meta = reader.get_data(reader.read("chest.png"))  # doctest: +SKIP
+        >>> arr.shape == (meta["spatial_shape"][0], meta["spatial_shape"][1])  # (width, height)  # doctest: +SKIP
+        True
+    """
+
+    suffixes = PIL_SUFFIXES
+
+    def __init__(self, index: int | None = None) -> None:
+        super().__init__()
+        if not _HAS_PIL:
+            raise ImportError("PILImageReader requires Pillow (pip install pillow).")
+        self.index = index
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        """Open the file(s) and select the page (decoded in :meth:`get_data`).
+
+        Args:
+            data: a file name or a sequence of them.
+            kwargs: extra arguments for ``PIL.Image.open``.
+
+        Returns:
+            a ``PIL.Image.Image`` or a list of them.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: a multi-page file without ``index``, a page out of range, or an ``index`` for a
+                single image (message names the path).
+        """
+        out = []
+        for name in ensure_tuple(data):
+            _check_file(name, "image")
+            im = Image.open(name, **kwargs)
+            n_frames = int(getattr(im, "n_frames", 1))
+            if n_frames > 1:
+                if self.index is None:
+                    im.close()
+                    raise ValueError(f"{name}: multi-page image with {n_frames} pages; give the page in the 'index' "
+                                     "column")
+                if not 0 <= int(self.index) < n_frames:
+                    im.close()
+                    raise ValueError(f"{name}: page index {self.index} out of range for {n_frames} pages")
+                im.seek(int(self.index))
+            elif self.index not in (None, 0):
+                im.close()
+                raise ValueError(f"{name}: index {self.index} given for a single 2D image")
+            out.append(im)
+        return out if len(out) > 1 else out[0]
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """Decode to one grey channel in ``(x, y)`` order (the PIL images are closed).
+
+        Args:
+            img: output of :meth:`read`.
+
+        Returns:
+            ``(array, meta)``: float32 ``(width, height)`` and :data:`META_KEYS`
+            (``PhotometricInterpretation`` holds the PIL mode).
+        """
+        images = img if isinstance(img, (list, tuple)) else [img]
+        results = []
+        for im in images:
+            try:
+                results.append(self._get_one(im))
+            finally:
+                im.close()
+        return _stack_results(results)
+
+    def _get_one(self, im: Any) -> tuple[np.ndarray, dict]:
+        meta = _base_meta(getattr(im, "filename", "") or "<PIL image>", "pil")
+        if int(getattr(im, "n_frames", 1)) > 1:
+            meta["slice_index"] = int(im.tell())
         mode = im.mode
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -460,54 +715,148 @@ def _read_pil(path: str, index: int | None) -> tuple[np.ndarray, dict]:
                 # genuinely colour: luminance exactly as PIL's "L" conversion (ITU-R 601-2 luma)
                 arr = np.asarray(Image.fromarray(np.ascontiguousarray(channels)).convert("L"))
                 meta["color_conversion"] = "luminance_itu_r_601"
-    meta["source_dtype"] = str(arr.dtype)
-    meta["PhotometricInterpretation"] = mode
-    out = np.asarray(arr, dtype=np.float32)
-    meta["spatial_shape"] = np.asarray(out.shape)
-    return out, meta
+        meta["source_dtype"] = str(arr.dtype)
+        meta["PhotometricInterpretation"] = mode
+        return _finish(_to_monai_order(arr), meta)
 
 
-def _read_nifti(path: str, index: int | None) -> tuple[np.ndarray, dict]:
-    reader = NibabelReader(squeeze_non_spatial_dims=True)
-    img = reader.read(path)
-    arr, nmeta = reader.get_data(img)
-    source_dtype = str(img.get_data_dtype()) if hasattr(img, "get_data_dtype") else str(arr.dtype)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{path}: NIfTI image of shape {arr.shape}; only 2D images and 3D volumes are supported")
-    meta = _base_meta(path, "nifti")
-    meta["source_dtype"] = source_dtype
-    if arr.ndim == 3 and index is not None:
-        if not 0 <= index < arr.shape[-1]:
-            raise ValueError(f"{path}: slice index {index} out of range for volume of shape {arr.shape}")
-        # MONAI keeps NIfTI voxel order (x, y, z): a slice is arr[..., z] with axes (x, y).
-        arr = arr[..., index]
-        meta["slice_index"] = int(index)
-    elif arr.ndim == 2 and index not in (None, 0):
-        raise ValueError(f"{path}: slice index {index} given for a 2D NIfTI image")
-    out = np.asarray(arr, dtype=np.float32)
-    meta["spatial_shape"] = np.asarray(out.shape)
-    return out, meta
+class NpyVolumeReader(_SuffixReader):
+    """Read an MRNet-style ``.npy`` volume ``(slices, H, W)`` (memory-mapped), whole or one slice.
+
+    Returned in MONAI order: slice ``index`` as ``(x, y)`` = ``volume[index].T``, the whole volume as
+    ``(x, y, slices)``.
+
+    Args:
+        index: slice along the first axis of the file (``None`` = the whole volume).
+
+    Example:
+        >>> reader = NpyVolumeReader(index=12)
+        >>> arr, meta = reader.get_data(reader.read("0000.npy"))  # doctest: +SKIP
+        >>> arr.shape  # doctest: +SKIP
+        (256, 256)
+    """
+
+    suffixes = (".npy",)
+
+    def __init__(self, index: int | None = None) -> None:
+        super().__init__()
+        self.index = index
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        """Memory-map the volume(s).
+
+        Args:
+            data: a file name or a sequence of them.
+            kwargs: unused (kept for the ``ImageReader`` interface).
+
+        Returns:
+            ``(path, volume)`` or a list of such pairs.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: the array is not 3D (message names the path and shape).
+        """
+        out = []
+        for name in ensure_tuple(data):
+            _check_file(name, "npy")
+            vol = np.load(name, mmap_mode="r", allow_pickle=False)
+            if vol.ndim != 3:
+                raise ValueError(
+                    f"{name}: .npy is read as an MRNet-style volume (slices, H, W), got an array of shape {vol.shape}"
+                )
+            out.append((str(name), vol))
+        return out if len(out) > 1 else out[0]
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """Select slice ``index`` (or keep the volume) in MONAI order.
+
+        Args:
+            img: output of :meth:`read`.
+
+        Returns:
+            ``(array, meta)``: float32 ``(x, y)`` or ``(x, y, slices)``.
+
+        Raises:
+            ValueError: ``index`` out of range (names the path).
+        """
+        items = img if isinstance(img, list) else [img]
+        return _stack_results([self._get_one(*item) for item in items])
+
+    def _get_one(self, name: str, vol: np.ndarray) -> tuple[np.ndarray, dict]:
+        meta = _base_meta(name, "npy")
+        meta["source_dtype"] = str(vol.dtype)
+        if self.index is not None:
+            if not 0 <= int(self.index) < vol.shape[0]:
+                raise ValueError(f"{name}: slice index {self.index} out of range for volume of shape {vol.shape}")
+            arr = np.asarray(vol[int(self.index)])
+            meta["slice_index"] = int(self.index)
+        else:
+            arr = np.asarray(vol)
+        return _finish(_to_monai_order(arr), meta)
 
 
-def _read_npy_volume(path: str, index: int | None) -> tuple[np.ndarray, dict]:
-    vol = np.load(path, mmap_mode="r", allow_pickle=False)
-    if vol.ndim != 3:
+#: Reader classes in the order :func:`select_reader` tries them (DICOM first: it accepts suffix-less files).
+IMAGE_READERS: tuple[type[ImageReader], ...] = (DicomReader, NiftiReader, PILImageReader, NpzReader, NpyVolumeReader)
+
+
+def select_reader(path: str | os.PathLike, key: str | None = None, index: int | None = None) -> ImageReader | None:
+    """The reader for ``path`` by suffix (and the ``DICM`` marker for suffix-less files).
+
+    Args:
+        path: image file.
+        key: array name, passed to :class:`NpzReader` only.
+        index: slice / frame / page / array position, passed to every reader.
+
+    Returns:
+        a configured :data:`IMAGE_READERS` instance, or ``None`` when no reader accepts the file.
+    """
+    for cls in IMAGE_READERS:
+        reader = cls(key=key, index=index) if cls is NpzReader else cls(index=index)
+        if reader.verify_suffix(str(path)):
+            return reader
+    return None
+
+
+def replace_non_finite(
+    arr: np.ndarray, where: str = "", nan_policy: str = "error", fill_value: float = 0.0
+) -> tuple[np.ndarray, int]:
+    """Check an image for NaN / +-Inf values; raise or replace them.
+
+    Args:
+        arr: float image.
+        where: prefix of messages naming the manifest row and file (``"manifest m.csv row 3: a.nii.gz"``).
+        nan_policy: ``"error"`` raises a ``ValueError``; ``"replace"`` writes ``fill_value`` into every
+            non-finite pixel (NaN, +Inf and -Inf alike) and logs a warning with their number.
+        fill_value: replacement value for ``"replace"``.
+
+    Returns:
+        ``(array, number of replaced values)`` (the input array and 0 when all values are finite).
+
+    Raises:
+        ValueError: non-finite values with ``nan_policy="error"`` (naming ``where`` and the counts), or an
+            unknown policy.
+
+    Example:
+        >>> replace_non_finite(np.array([1.0, np.nan]), nan_policy="replace")[1]
+        1
+    """
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr, 0
+    bad = int(arr.size - np.count_nonzero(finite))
+    counts = f"NaN {int(np.isnan(arr).sum())}, +Inf {int(np.isposinf(arr).sum())}, -Inf {int(np.isneginf(arr).sum())}"
+    prefix = f"{where}: " if where else ""
+    if nan_policy == "error":
         raise ValueError(
-            f"{path}: .npy is read as an MRNet-style volume (slices, H, W), got an array of shape {vol.shape}"
+            f"{prefix}image has {bad} non-finite pixel value(s) of {arr.size} ({counts}); fix or drop the file, "
+            "or load with nan_policy='replace' (and a fill_value) to replace them."
         )
-    meta = _base_meta(path, "npy")
-    meta["source_dtype"] = str(vol.dtype)
-    if index is not None:
-        if not 0 <= index < vol.shape[0]:
-            raise ValueError(f"{path}: slice index {index} out of range for volume of shape {vol.shape}")
-        arr = np.asarray(vol[index], dtype=np.float32)
-        meta["slice_index"] = int(index)
-    else:
-        arr = np.asarray(vol, dtype=np.float32)
-    meta["spatial_shape"] = np.asarray(arr.shape)
-    return arr, meta
+    out = np.where(finite, arr, np.asarray(fill_value, dtype=arr.dtype))
+    logger.warning("%sreplaced %d non-finite pixel value(s) of %d (%s) with %s.", prefix, bad, arr.size, counts,
+                   fill_value)
+    return out, bad
 
 
 def _optional_int(value: Any, what: str) -> int | None:
@@ -524,61 +873,64 @@ def _optional_int(value: Any, what: str) -> int | None:
     return int(as_float)
 
 
-def read_image_row(row: Mapping[str, Any], image_key: str = "image") -> tuple[np.ndarray, dict]:
-    """Read the image a datalist row points at, dispatching on the file suffix.
+def read_image_row(
+    row: Mapping[str, Any],
+    image_key: str = "image",
+    *,
+    nan_policy: str = "error",
+    fill_value: float = 0.0,
+) -> tuple[np.ndarray, dict]:
+    """Read the image a datalist row points at with the reader :func:`select_reader` picks by suffix.
 
-    ``.dcm``/``.dicom``/suffix-less DICOM -> :class:`DicomReader`; ``.nii``/``.nii.gz`` ->
-    MONAI ``NibabelReader`` (3D volumes sliced along the last axis by ``index``);
-    ``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff``/``.bmp`` -> PIL (RGB-encoded grey -> one
-    channel, true colour -> ITU-R 601 luminance noted in ``meta["color_conversion"]``);
-    ``.npz`` -> :class:`NpzReader` (``key``, ``index``); ``.npy`` -> MRNet volume
-    ``(slices, H, W)``, slice ``index`` (memory-mapped).
+    ``.dcm``/``.dicom``/suffix-less DICOM -> :class:`DicomReader`; ``.nii``/``.nii.gz`` -> :class:`NiftiReader`
+    (3D volumes sliced along the last axis by ``index``, affine kept); ``.png``/``.jpg``/``.jpeg``/``.tif``/
+    ``.tiff``/``.bmp`` -> :class:`PILImageReader`; ``.npz`` -> :class:`NpzReader` (``key``, ``index``);
+    ``.npy`` -> :class:`NpyVolumeReader` (slice ``index``). Arrays are in MONAI's ``(x, y)`` order (see the
+    module docstring). Non-finite pixels are handled by :func:`replace_non_finite`.
 
     Args:
         row: datalist dictionary with the file under ``image_key`` (or ``path``), optional
             ``key``/``index``, and ``manifest``/``row`` used in error messages.
         image_key: key holding the file path.
+        nan_policy: ``"error"`` (default) or ``"replace"``, see :func:`replace_non_finite`.
+        fill_value: replacement for non-finite pixels with ``nan_policy="replace"``.
 
     Returns:
-        ``(array, meta)``: float32 ``(H, W)`` (or ``(D, H, W)`` for a volume without index) and
-        metadata with at least :data:`META_KEYS`.
+        ``(array, meta)``: float32 ``(x, y)`` (or ``(x, y, slices)`` for a volume without index) and
+        metadata with at least :data:`META_KEYS` (``non_finite_replaced``: number of replaced pixels).
 
     Raises:
         FileNotFoundError: the file does not exist (message names manifest row and path).
-        ValueError: unsupported suffix, undecodable file or bad ``key``/``index`` (message names
-            manifest row and path).
+        ValueError: unsupported suffix, undecodable file, bad ``key``/``index``, or NaN/Inf pixels with
+            ``nan_policy="error"`` (message names manifest row and path).
     """
     ctx = row_context(row)
     path = row.get(image_key, row.get("path"))
     if path is None or (isinstance(path, str) and not path.strip()):
         raise ValueError(f"{ctx}no image path under {image_key!r} or 'path'")
     path = str(path)
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"{ctx}{path}: nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     index = _optional_int(row.get("index"), f"{ctx}{path}: 'index'")
     key = row.get("key")
     key = None if key is None or (isinstance(key, float) and np.isnan(key)) or str(key).strip() == "" else str(key)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{ctx}file not found: {path}")
-    suffix = _suffix(path)
+    reader = select_reader(path, key=key, index=index)
+    if reader is None:
+        suffix = _suffix(path)
+        raise ValueError(
+            f"{ctx}{path}: unsupported file type {suffix or '(no suffix, not DICOM)'}; supported: "
+            f"{', '.join(DICOM_SUFFIXES + NIFTI_SUFFIXES + PIL_SUFFIXES + ('.npz', '.npy'))}"
+        )
     try:
-        if suffix in DICOM_SUFFIXES or (suffix == "" and is_dicom_file(path)):
-            reader = DicomReader(index=index)
-            return reader.get_data(reader.read(path))
-        if suffix in NIFTI_SUFFIXES:
-            return _read_nifti(path, index)
-        if suffix in PIL_SUFFIXES:
-            return _read_pil(path, index)
-        if suffix == ".npz":
-            npz_reader = NpzReader(key=key, index=index)
-            return npz_reader.get_data(npz_reader.read(path))
-        if suffix == ".npy":
-            return _read_npy_volume(path, index)
+        arr, meta = reader.get_data(reader.read(path))
     except (ValueError, FileNotFoundError) as e:
         msg = str(e) if path in str(e) else f"{path}: {e}"
         error_type = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
         raise error_type(f"{ctx}{msg}") from e
     except Exception as e:  # PIL / nibabel raise their own error types on corrupt files
         raise ValueError(f"{ctx}{path}: cannot read image: {type(e).__name__}: {e}") from e
-    raise ValueError(
-        f"{ctx}{path}: unsupported file type {suffix or '(no suffix, not DICOM)'}; supported: "
-        f"{', '.join(DICOM_SUFFIXES + NIFTI_SUFFIXES + PIL_SUFFIXES + ('.npz', '.npy'))}"
-    )
+    arr, replaced = replace_non_finite(arr, f"{ctx}{path}", nan_policy, fill_value)
+    meta["non_finite_replaced"] = replaced
+    return arr, meta

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, EnsureTyped, MapTransform, RandAffined, Resized, SelectItemsd
+from monai.transforms import Compose, EnsureTyped, MapTransform, RandAffined, SelectItemsd
 
 from modan_monai.data.readers import read_image_row, row_context
 
@@ -73,6 +73,12 @@ def normalise_structures(structures: Sequence[str] | Mapping[str, Sequence[str] 
     return spec
 
 
+def _size_text(shape: Sequence[int]) -> str:
+    """``"W x H"`` for a 2D array in MONAI's ``(x, y)`` order, the shape tuple otherwise."""
+    shape = tuple(int(s) for s in shape)
+    return f"{shape[0]}x{shape[1]} (width x height)" if len(shape) == 2 else str(shape)
+
+
 def _path_of(image: Any, data: Mapping[Hashable, Any], image_key: str) -> str:
     meta = getattr(image, "meta", None) or {}
     name = meta.get("filename_or_obj") or data.get(f"{image_key}_path") or data.get("image_path")
@@ -84,12 +90,14 @@ class LoadStructureMasksd(MapTransform):
 
     Runs after the image is loaded (``LoadManifestImaged``) and before any resizing. For every channel the masks
     of its structures (manifest columns ``mask_<structure>``; the row's ``key``/``index`` select a slice as for
-    the image) are read, checked and merged (union), giving a float ``(C, H, W)`` tensor of 0/1 under
-    ``label_key`` carrying the image's metadata (so that spatial transforms treat image and label alike).
+    the image; the same reader and the same ``(x, y)`` axis order) are read, checked and merged (union), giving a
+    float ``(C, W, H)`` tensor of 0/1 under ``label_key`` carrying the image's metadata (affine included, so that
+    spatial transforms, ``Invertd`` and ``SaveImaged`` treat image and label alike). A mask with NaN/Inf values
+    raises a ``ValueError`` naming the row and the mask file.
 
     Args:
         structures: see :func:`normalise_structures`.
-        image_key: key of the loaded image (``(1, H, W)``).
+        image_key: key of the loaded image (``(1, W, H)``).
         label_key: key the stacked masks are written to.
         mask_values: accepted value sets of a mask file (default ``{0, 1}`` or ``{0, 255}``); a mask is
             valid when its distinct values are a subset of one of them.
@@ -134,8 +142,8 @@ class LoadStructureMasksd(MapTransform):
         mask, _ = read_image_row(row)
         if tuple(mask.shape) != shape:
             raise ValueError(
-                f"{row_context(data)}mask {path} ({structure}) has size {tuple(mask.shape)} but image {image_path} "
-                f"has size {shape}: a mask must have its image's size."
+                f"{row_context(data)}mask {path} ({structure}) has size {_size_text(mask.shape)} but image "
+                f"{image_path} has size {_size_text(shape)}: a mask must have its image's size."
             )
         values = frozenset(np.unique(mask).astype(float).tolist())
         if not any(values <= allowed for allowed in self.mask_values):
@@ -185,13 +193,16 @@ def segmentation_transforms(
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     vocabulary: Any = None,
     track_meta: bool = False,
+    nan_policy: str = "error",
+    fill_value: float = 0.0,
 ) -> Compose:
     """Load, validate, normalise and resize an image and its structure masks.
 
-    ``LoadManifestImaged`` -> :class:`LoadStructureMasksd` (size and value checks at the original size) ->
-    ``NormalizeByModalityd`` ([0, 1]) -> ``Resized`` (image: area, masks: nearest) -> when ``augment``:
-    ``RandAffined`` on both (p=0.5, rotation +-10 degrees, scale +-10%; no flip, which would swap left and right
-    structures) -> ``EnsureTyped`` -> ``SelectItemsd``.
+    :func:`modan_monai.transforms.load_preprocess_transforms` with ``structures`` (``LoadManifestImaged`` ->
+    :class:`LoadStructureMasksd`, size and value checks at the original size -> ``NormalizeByModalityd`` ([0, 1])
+    -> ``Resized``, image: area, masks: nearest) -> when ``augment``: ``RandAffined`` on both (p=0.5, rotation
+    +-10 degrees, scale +-10%; no flip, which would swap left and right structures) -> ``EnsureTyped`` ->
+    ``SelectItemsd``.
 
     Args:
         structures: see :func:`normalise_structures`; ``None`` for unlabelled data (inference).
@@ -201,23 +212,30 @@ def segmentation_transforms(
         keep_keys: other row keys to keep (e.g. ``"filename"``).
         ct_window: HU window of CT images.
         vocabulary: modality vocabulary (default vocabulary when ``None``).
-        track_meta: keep ``MetaTensor`` metadata (inference, to invert the resize with ``Invertd``).
+        track_meta: keep ``MetaTensor`` metadata (inference, to invert the resize with ``Invertd`` and write
+            masks in the input's size and affine with ``SaveImaged``).
+        nan_policy: ``"error"`` or ``"replace"`` for NaN/Inf pixels (see ``LoadManifestImaged``).
+        fill_value: replacement value for ``nan_policy="replace"``.
 
     Returns:
         A MONAI ``Compose``.
     """
-    from modan_monai.transforms import LoadManifestImaged, NormalizeByModalityd
+    from modan_monai.transforms.presets import load_preprocess_transforms
 
-    size = (int(image_size), int(image_size))
     labelled = structures is not None
     keys = ["image", label_key] if labelled else ["image"]
-    transforms: list[Callable] = [LoadManifestImaged(keys="image")]
-    if labelled:
-        transforms.append(LoadStructureMasksd(structures, image_key="image", label_key=label_key))
-    transforms += [
-        NormalizeByModalityd(keys="image", vocabulary=vocabulary, ct_window=tuple(ct_window)),
-        Resized(keys=keys, spatial_size=size, mode=["area", "nearest"][: len(keys)]),
-    ]
+    transforms: list[Callable] = list(
+        load_preprocess_transforms(
+            "image",
+            image_size=image_size,
+            vocabulary=vocabulary,
+            ct_window=ct_window,
+            nan_policy=nan_policy,
+            fill_value=fill_value,
+            structures=structures,
+            label_key=label_key,
+        )
+    )
     if augment:
         transforms.append(
             RandAffined(

@@ -51,6 +51,7 @@ class Trainer(SupervisedTrainer):
             ``train_data_loader``, ``network``, ``optimizer``, ``prepare_batch``, ``train_handlers``...).
 
     Raises:
+        ValueError: at ``run()``, when the training DataLoader yields no batch (MONAI only warns and returns).
         KeyError: when the loss returns a mapping without ``"loss"``.
         FloatingPointError: when a loss term is NaN or infinite (names the term, epoch, iteration and files).
 
@@ -82,6 +83,23 @@ class Trainer(SupervisedTrainer):
         self.source_key = source_key
         self.check_finite = bool(check_finite)
         super().__init__(loss_function=self._loss_with_terms, **kwargs)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train; unlike MONAI's engine, an empty training DataLoader is an error, not a warning and exit 0.
+
+        Raises:
+            ValueError: when the training DataLoader yields no batch (naming its size, batch size and drop_last).
+        """
+        if self.state.epoch_length == 0:
+            loader = self.data_loader
+            dataset = getattr(loader, "dataset", None)
+            size = len(dataset) if hasattr(dataset, "__len__") else "?"
+            raise ValueError(
+                f"the training DataLoader yields no batch: {size} items, batch_size "
+                f"{getattr(loader, 'batch_size', '?')}, drop_last {getattr(loader, 'drop_last', '?')}. Lower the "
+                "batch_size id or add rows to the training split(s) of the manifest; nothing was trained or written."
+            )
+        super().run()
 
     def _loss_with_terms(self, pred: Any, target: Any) -> torch.Tensor:
         out = self.terms_loss_function(pred, target)

@@ -1,4 +1,5 @@
-"""Downstream evaluation: the cross-validation protocol, statistics, exam-level (MRNet) scoring, embeddings/UMAP."""
+"""Downstream evaluation: the cross-validation protocol (running the classify bundle), statistics, exam-level
+(MRNet) scoring, embeddings/UMAP."""
 
 from __future__ import annotations
 
@@ -34,16 +35,17 @@ from .segmentation import (
 )
 from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, repeat_means, summary_markdown, summary_table, wilcoxon_paired
 from .training import (
-    TrainResult,
+    ClassifyRun,
     binary_labels,
-    classification_postprocessing,
-    classification_transforms,
+    classify_bundle_dir,
     image_datalist,
     predict_proba,
-    train_classifier,
+    run_classify_bundle,
+    split_datalist,
 )
 
 __all__ = [
+    "ClassifyRun",
     "EVALUATION_LEVELS",
     "EXAM_AGGREGATIONS",
     "FOLD_KEY_COLUMNS",
@@ -54,8 +56,7 @@ __all__ = [
     "auc",
     "binary_labels",
     "check_fold_classes",
-    "classification_postprocessing",
-    "classification_transforms",
+    "classify_bundle_dir",
     "dice_per_image",
     "embed_manifest",
     "embedding_transforms",
@@ -78,16 +79,16 @@ __all__ = [
     "plot_umap",
     "predict_proba",
     "repeat_means",
+    "run_classify_bundle",
     "run_protocol",
     "segmentation_postprocessing",
     "select_planes",
+    "split_datalist",
     "structure_dice_metrics",
     "structure_names",
     "subsample_fraction",
     "summary_markdown",
     "summary_table",
-    "train_classifier",
-    "TrainResult",
     "umap_embed",
     "wilcoxon_paired",
     "write_dice_csv",

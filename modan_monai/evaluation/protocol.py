@@ -4,12 +4,18 @@ For every initialisation (scratch, ImageNet, a pretrained encoder ...), mode (fi
 probe), label fraction, repeat and fold: train a binary classifier on the (subsampled) training
 fold with the best epoch picked on an inner validation split, score the test fold and record its
 AUC. Each finished fold is appended to ``results.csv`` at once, so a re-run skips what is done.
+
+Every fold is one run of the ``classify`` bundle's ``configs/train.json`` in process
+(:func:`~modan_monai.evaluation.training.run_classify_bundle`, with ``configs/linear_probe.json`` for linear
+probing): the command-line recipe and the protocol's are the same configuration.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +26,6 @@ import pandas as pd
 import torch
 
 from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest
-from modan_monai.networks import build_classifier
 
 from .folds import (
     fold_column,
@@ -31,7 +36,7 @@ from .folds import (
 )
 from .mrnet import EXAM_AGGREGATIONS, exam_level_auc, select_planes
 from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, summary_markdown
-from .training import binary_labels, classification_transforms, predict_proba, train_classifier
+from .training import binary_labels, classify_bundle_dir, predict_proba, run_classify_bundle
 
 __all__ = [
     "EVALUATION_LEVELS",
@@ -77,6 +82,13 @@ def parse_init_specs(specs: Sequence[str]) -> dict[str, str]:
     if not inits:
         raise ValueError("at least one init is needed (e.g. scratch).")
     return inits
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe form of an init name (for the per-fold run folders); altered names get a hash suffix, so
+    two inits never share a folder."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._")
+    return safe if safe == name else f"{safe or 'init'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _append_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -196,13 +208,20 @@ def run_protocol(
     central_slices: int = 1,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    bundle: str | Path | None = None,
     logger: logging.Logger | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) the cross-validation protocol and write its outputs to ``out_dir``.
 
     Outputs: ``folds.csv`` (the saved partitions, reused), ``results.csv`` (one row per init, mode, fraction,
     repeat, fold), ``predictions.csv`` (test scores per image or exam), ``summary.md`` (Tables 4/5-style mean
-    AUC ± sd over repeat means and Wilcoxon p-values vs ``reference``), ``roc.png`` and ``settings.json``.
+    AUC ± sd over repeat means and Wilcoxon p-values vs ``reference``), ``roc.png``, ``settings.json`` and
+    ``runs/<init>/<mode>/fraction<f>_repeat<r>_fold<k>/logs`` (each fold's TensorBoard scalars).
+
+    Each fold runs the classify bundle (``bundle``) in process: ``configs/train.json``, plus
+    ``configs/linear_probe.json`` in mode ``linear_probe``, with the fold's datalists, ``init``, seed and the
+    training settings below as overrides (:func:`~modan_monai.evaluation.training.run_classify_bundle`); the
+    test fold is scored with the bundle's ``validate#preprocessing`` and the best epoch's weights.
 
     Partitions: repeat ``r`` uses a grouped stratified ``folds``-fold partition drawn with seed ``seed + r``.
     Within a training fold, ``fraction`` percent of the cases of each class are kept (nested across fractions),
@@ -212,7 +231,8 @@ def run_protocol(
 
     Volumes (MRNet ``.npy``, 3D NIfTI without ``index``) are expanded into slices (``slice_mode``: ``"all"`` or
     ``"central"`` with ``central_slices``); with ``level="auto"`` the AUC is then computed per exam (``case_id``)
-    on the ``aggregation`` of its slice probabilities, else per image. The inner validation AUC is slice-level.
+    on the ``aggregation`` of its slice probabilities, else per image. The inner validation AUC that picks the
+    best epoch is computed at the same level, with the same aggregation (the bundle's ``val_level``).
 
     Args:
         manifest: manifest CSV.
@@ -242,6 +262,7 @@ def run_protocol(
         central_slices: slices kept per volume with ``slice_mode="central"``.
         device: torch device.
         num_workers: data loader workers.
+        bundle: the classify bundle folder (default: ``bundles/classify`` of this repository).
         logger: progress logger (default ``modan_monai.evaluation``).
 
     Returns:
@@ -250,6 +271,7 @@ def run_protocol(
     Raises:
         ValueError: bad options, a missing or non-binary label column, a fold with a single class, or an output
             folder made with another manifest/partition.
+        FileNotFoundError: no classify bundle at ``bundle``.
     """
     log = logger or logging.getLogger("modan_monai.evaluation")
     inits = dict(inits)
@@ -267,6 +289,7 @@ def run_protocol(
     fractions = [float(f) for f in fractions]
     if not fractions or any(not 0 < f <= 100 for f in fractions):
         raise ValueError(f"fractions must be percentages in (0, 100], got {fractions}.")
+    bundle = classify_bundle_dir(bundle)
     reference = reference if reference is not None else next(iter(inits))
     if reference not in inits:
         raise ValueError(f"reference {reference!r} is not one of the inits {list(inits)}.")
@@ -316,8 +339,6 @@ def run_protocol(
     log.info("CV protocol: %d rows (%d %s), %d init(s) x %d mode(s) x %d fraction(s) x %d repeat(s) x %d fold(s) = "
              "%d fold runs, %d already done -> %s", len(df), len(expanded), "slices" if has_volumes else "images",
              len(inits), len(modes), len(fractions), repeats, folds, len(units), len(units) - len(todo), out)
-    train_tf = classification_transforms(image_size, augment=True)
-    eval_tf = classification_transforms(image_size, augment=False)
     start = time.perf_counter()
 
     def items(positions: np.ndarray) -> list[dict]:
@@ -333,13 +354,14 @@ def run_protocol(
         test_pos = np.flatnonzero(fold_of_row == k)
         train_items, val_items, test_items = items(inner_train), items(inner_val), items(test_pos)
 
-        torch.manual_seed(unit_seed)
-        model = build_classifier(init=inits[init], num_classes=2, stem=stem, freeze_encoder=mode == "linear_probe")
-        result = train_classifier(
-            model, train_items, val_items, transforms=(train_tf, eval_tf), epochs=epochs, batch_size=batch_size,
-            lr=lr, step_size=step_size, gamma=gamma, device=device, num_workers=num_workers, seed=unit_seed,
+        run = run_classify_bundle(
+            train_items, val_items, out / "runs" / _safe_name(init) / mode / f"fraction{fraction:g}_repeat{r}_fold{k}",
+            bundle=bundle, init=inits[init], linear_probe=mode == "linear_probe", seed=unit_seed, epochs=epochs,
+            batch_size=batch_size, lr=lr, step_size=step_size, gamma=gamma, image_size=image_size, stem=stem,
+            val_level=unit, aggregation=aggregation, device=device, num_workers=num_workers,
         )
-        probs = np.asarray(predict_proba(result.model, test_items, eval_tf, batch_size=batch_size, device=device))
+        probs = np.asarray(predict_proba(run.network, test_items, run.preprocessing, batch_size=batch_size,
+                                         device=run.device, num_workers=num_workers))
         y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
         base = {"init": init, "mode": mode, "fraction": fraction, "repeat": r, "fold": k, "level": unit}
         if exam_level:
@@ -357,8 +379,8 @@ def run_protocol(
             n_test = len(test_items)
         seconds = time.perf_counter() - t0
         row = {
-            **base, "init_spec": inits[init], "auc": value, "best_epoch": result.best_epoch,
-            "best_val_auc": result.best_val_auc, "n_train": len(np.unique(groups[inner_train])) if exam_level
+            **base, "init_spec": inits[init], "auc": value, "best_epoch": run.best_epoch,
+            "best_val_auc": run.best_val_auc, "n_train": len(np.unique(groups[inner_train])) if exam_level
             else len(inner_train), "n_val": len(np.unique(groups[inner_val])) if exam_level else len(inner_val),
             "n_test": n_test, "n_train_slices": len(train_items), "seed": unit_seed, "seconds": round(seconds, 3),
         }
@@ -366,8 +388,9 @@ def run_protocol(
         _append_csv(preds[list(_PREDICTION_COLUMNS)], predictions_path)
         _append_csv(pd.DataFrame([row])[list(RESULT_COLUMNS)], results_path)
         elapsed = time.perf_counter() - start
-        log.info("[%d/%d] %sAUC %.4f (%s level, best epoch %s, val AUC %.4f) %.1fs; elapsed %s, ~%s left",
-                 n_done, len(todo), where, value, unit, result.best_epoch, float(result.best_val_auc), seconds,
+        val_auc = "none" if run.best_val_auc is None else f"{run.best_val_auc:.4f}"
+        log.info("[%d/%d] %sAUC %.4f (%s level, best epoch %s, val AUC %s) %.1fs; elapsed %s, ~%s left",
+                 n_done, len(todo), where, value, unit, run.best_epoch, val_auc, seconds,
                  _fmt_seconds(elapsed), _fmt_seconds(elapsed / n_done * (len(todo) - n_done)))
 
     results = pd.read_csv(results_path, dtype={"init": str, "mode": str, "init_spec": str})

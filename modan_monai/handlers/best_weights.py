@@ -1,10 +1,12 @@
-"""Keep a copy of the network weights of the best validation epoch."""
+"""Keep a copy of the network weights of the best validation epoch (and optionally write it to a file)."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,12 +22,16 @@ class KeepBestWeights:
     reads ``engine.state.metrics[metric_name]`` and, when it beats the best so far (strictly; NaN never does),
     stores a *copy* of the weights and the epoch (the evaluator's ``state.epoch`` is the trainer's epoch).
     The official MulSupCon code kept the best model by reference, so its "best" weights were the final ones;
-    the copy here is what :meth:`restore` loads back.
+    the copy here is what :meth:`restore` loads back. With ``save_path`` every new best state is also written
+    there (``torch.save`` of the state dict to a temporary file, then ``os.replace``), so a bundle has a single
+    best-epoch rule for the weights it keeps in memory and on disk. :meth:`state_dict` /
+    :meth:`load_state_dict` carry the kept copy through a training checkpoint.
 
     Args:
         network: the model being trained.
         metric_name: key of the metric in ``engine.state.metrics``.
         mode: ``"max"`` (AUC, accuracy) or ``"min"`` (loss).
+        save_path: file the best weights are written to (``None``: memory only).
 
     Attributes:
         best_state: the copied state dict of the best epoch (``None`` before the first improvement).
@@ -45,12 +51,19 @@ class KeepBestWeights:
         (1, 0.8)
     """
 
-    def __init__(self, network: torch.nn.Module, metric_name: str = "val_auc", mode: str = "max") -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        metric_name: str = "val_auc",
+        mode: str = "max",
+        save_path: str | os.PathLike | None = None,
+    ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
         self.network = network
         self.metric_name = metric_name
         self.mode = mode
+        self.save_path = None if save_path is None else Path(save_path)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
         self.best_metric: float | None = None
@@ -78,7 +91,34 @@ class KeepBestWeights:
         self.best_state = copy.deepcopy(self.network.state_dict())
         self.best_epoch = int(engine.state.epoch)
         self.best_metric = value
-        self.logger.info(f"best {self.metric_name} {value:.4f} at epoch {self.best_epoch}: weights kept")
+        if self.save_path is not None:
+            self._save(self.best_state, self.save_path)
+        where = f" and written to {self.save_path}" if self.save_path is not None else ""
+        self.logger.info(f"best {self.metric_name} {value:.4f} at epoch {self.best_epoch}: weights kept{where}")
+
+    @staticmethod
+    def _save(state: dict[str, torch.Tensor], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The kept copy, its epoch and metric (for a training checkpoint's ``save_dict``)."""
+        return {"best_state": self.best_state, "best_epoch": self.best_epoch, "best_metric": self.best_metric}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (a resumed run keeps comparing against the earlier best).
+
+        Raises:
+            KeyError: when ``state`` lacks one of ``best_state``, ``best_epoch``, ``best_metric``.
+        """
+        missing = [k for k in ("best_state", "best_epoch", "best_metric") if k not in state]
+        if missing:
+            raise KeyError(f"KeepBestWeights.load_state_dict: missing {missing}; keys: {sorted(state)}.")
+        self.best_state = state["best_state"]
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.best_metric = None if state["best_metric"] is None else float(state["best_metric"])
 
     def restore(self) -> bool:
         """Load the best weights back into ``network``; returns False when no epoch was kept."""

@@ -17,7 +17,8 @@ class ProgressPrinter:
     """Log ``epoch e/E  iter i/I  loss x  elapsed  ~left`` every ``interval`` iterations.
 
     A plain logging line (not a terminal progress bar) so that it reads the same in a console,
-    a log file and CI. The remaining time is the mean time per iteration so far times the
+    a log file and CI. MONAI's ``StatsHandler`` prints the loss terms but no remaining time, and ignite's
+    ``ProgressBar`` is a tqdm bar that does not read well in log files, hence this handler. The remaining time is the mean time per iteration so far times the
     iterations left in the run.
 
     Args:

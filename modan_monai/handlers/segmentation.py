@@ -80,7 +80,9 @@ class SegmentationOverlayHandler:
         images, labels, preds = self.output_transform(engine.state.output)
         panels = []
         for image, label, pred in list(zip(images, labels, preds))[: self.max_images]:
-            panels.append(torch.cat([overlay_masks(image, label), overlay_masks(image, pred)], dim=-1))
+            # (3, x, y) overlays in the readers' (x, y) order: transposed to (3, height, width) to show upright
+            overlays = [overlay_masks(image, label), overlay_masks(image, pred)]
+            panels.append(torch.cat([o.transpose(-1, -2) for o in overlays], dim=-1))
         if panels:
             self.summary_writer.add_images(self.tag, torch.stack(panels), engine.state.epoch, dataformats="NCHW")
             self.summary_writer.flush()

@@ -58,7 +58,8 @@ class ViewsTensorBoardHandler:
                 lo = imgs.amin(dim=(1, 2, 3), keepdim=True)
                 hi = imgs.amax(dim=(1, 2, 3), keepdim=True)
                 imgs = (imgs - lo) / (hi - lo).clamp_min(1e-8)
-                self.writer.add_images(f"{prefix}/view_{v}", imgs, state.epoch)
+                # the readers' (x, y) axis order (MONAI's) is (width, height): transpose to show images upright
+                self.writer.add_images(f"{prefix}/view_{v}", imgs.transpose(-1, -2), state.epoch)
         self.writer.flush()
 
     def _views(self, batch: Any, key: str) -> torch.Tensor:
@@ -72,6 +73,10 @@ class ViewsTensorBoardHandler:
 
 class LearningRateTensorBoardHandler:
     """Write the learning rate of each optimiser parameter group as a TensorBoard scalar.
+
+    Written here because ignite's ``OptimizerParamsHandler`` only works through ignite's own
+    ``TensorboardLogger`` (a second writer and event file) and MONAI's ``TensorBoardStatsHandler`` writes
+    ``engine.state`` attributes per epoch only; this one writes per iteration to the bundle's shared writer.
 
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter``.

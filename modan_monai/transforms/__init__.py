@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from .classification import classification_postprocessing, classification_transforms
 from .io import LoadManifestImaged, RandSliced
 from .intensity import NormalizeByModality, NormalizeByModalityd
 from .labels import CombinedClassd, MultiHotLabeld
+from .presets import load_preprocess_transforms
 from .views import RandResizedCrop, RandResizedCropd, MultiViewd, SimCLRViewsd
 
 __all__ = [
@@ -18,4 +20,7 @@ __all__ = [
     "RandSliced",
     "RandResizedCropd",
     "SimCLRViewsd",
+    "classification_postprocessing",
+    "classification_transforms",
+    "load_preprocess_transforms",
 ]

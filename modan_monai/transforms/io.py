@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
-from modan_monai.data.readers import read_image_row, row_context
+from modan_monai.data.readers import NAN_POLICIES, read_image_row, row_context
 
 __all__ = ["LoadManifestImaged", "RandSliced"]
 
@@ -19,14 +19,25 @@ __all__ = ["LoadManifestImaged", "RandSliced"]
 class LoadManifestImaged(MapTransform):
     """Replace file paths in a datalist row with channel-first float32 ``MetaTensor`` images.
 
-    Uses :func:`modan_monai.data.readers.read_image_row`, so the row's ``key`` (npz array name)
-    and ``index`` (npz position / volume slice / DICOM frame) select what is read; they apply to
-    every key in ``keys`` (e.g. an image and its mask file). The other keys of the row are kept.
-    A 2D image becomes ``(1, H, W)``; a volume read without ``index`` becomes ``(1, D, H, W)``.
+    Uses :func:`modan_monai.data.readers.read_image_row` (one MONAI ``ImageReader`` per format, chosen by
+    suffix), so the row's ``key`` (npz array name) and ``index`` (npz position / volume slice / DICOM frame /
+    TIFF page) select what is read; they apply to every key in ``keys`` (e.g. an image and its mask file). The
+    other keys of the row are kept. Arrays are in MONAI's spatial order: a 2D image becomes ``(1, W, H)``
+    (``(1, x, y)``), a volume read without ``index`` ``(1, x, y, slices)``; the metadata (``affine`` included)
+    travels with the ``MetaTensor``, so ``SaveImaged`` / ``Invertd`` write results in the input's geometry.
+
+    An image with NaN or +-Inf pixels raises a ``ValueError`` naming the manifest row and the file
+    (``nan_policy="error"``, the default); ``nan_policy="replace"`` writes ``fill_value`` into those pixels instead
+    and logs how many were replaced (also kept as ``meta["non_finite_replaced"]``).
 
     Args:
         keys: keys holding file paths.
+        nan_policy: ``"error"`` or ``"replace"`` (see :func:`modan_monai.data.readers.replace_non_finite`).
+        fill_value: value written into non-finite pixels with ``nan_policy="replace"``.
         allow_missing_keys: do not raise if a key is missing.
+
+    Raises:
+        ValueError: an unknown ``nan_policy``.
 
     Example:
         >>> loader = LoadManifestImaged(keys="image")
@@ -35,8 +46,18 @@ class LoadManifestImaged(MapTransform):
         (torch.Size([1, 512, 512]), 'CT')
     """
 
-    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        nan_policy: str = "error",
+        fill_value: float = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        self.nan_policy = nan_policy
+        self.fill_value = float(fill_value)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Load every key.
@@ -46,12 +67,17 @@ class LoadManifestImaged(MapTransform):
 
         Returns:
             a new dictionary with images in place of paths.
+
+        Raises:
+            FileNotFoundError: a file is missing (names the manifest row).
+            ValueError: an unreadable file or, with ``nan_policy="error"``, NaN/Inf pixels (names the manifest
+                row and the file).
         """
         d = dict(data)
         for key in self.key_iterator(d):
             row = dict(d)
             row["image"] = d[key]
-            arr, meta = read_image_row(row)
+            arr, meta = read_image_row(row, nan_policy=self.nan_policy, fill_value=self.fill_value)
             d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(arr)[None]), meta=meta)
         return d
 

@@ -40,7 +40,9 @@ class RandResizedCrop(RandomizableTransform):
     Args:
         spatial_size: output ``(H, W)`` or one int for a square.
         scale: range of the crop area as a fraction of the image area.
-        ratio: range of the crop aspect ratio (width / height).
+        ratio: range of the crop aspect ratio: extent along the last axis / extent along the first spatial axis
+            (torchvision's width / height for a ``(C, H, W)`` tensor). The default range is symmetric
+            (``3/4`` to ``4/3``, drawn log-uniformly), so it does not depend on the axis order.
         antialias: antialias when downsampling.
 
     Example:
@@ -188,7 +190,9 @@ class SimCLRViewsd(RandomizableTransform, MapTransform):
     """Make ``num_views`` SimCLR-style views of a grey image (methods.md §1 "Views").
 
     Each view: :class:`RandResizedCrop` (``scale``, ``ratio``) -> horizontal flip with
-    ``flip_prob`` -> with ``jitter_prob`` brightness and contrast jitter in random order
+    ``flip_prob`` along spatial axis ``flip_axis`` (0: the width axis of the ``(C, W, H)`` images the
+    modan_monai readers produce in MONAI's ``(x, y)`` order) -> with ``jitter_prob`` brightness and
+    contrast jitter in random order
     (torchvision ``ColorJitter`` semantics on ``[0, 1]`` images: brightness multiplies by a
     factor in ``[1 - brightness, 1 + brightness]``; contrast blends with the image mean by a
     factor in ``[1 - contrast, 1 + contrast]``; results clamped to ``[0, 1]``). Colour-only
@@ -202,6 +206,8 @@ class SimCLRViewsd(RandomizableTransform, MapTransform):
         scale: crop area range.
         ratio: crop aspect-ratio range.
         flip_prob: probability of a horizontal (width-axis) flip.
+        flip_axis: spatial axis of that flip (MONAI ``spatial_axis`` numbering): ``0`` for the readers'
+            ``(x, y)`` images, ``1`` for row-major ``(H, W)`` tensors.
         jitter_prob: probability of applying brightness/contrast jitter.
         brightness: brightness jitter strength (0 disables).
         contrast: contrast jitter strength (0 disables).
@@ -226,6 +232,7 @@ class SimCLRViewsd(RandomizableTransform, MapTransform):
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         flip_prob: float = 0.5,
+        flip_axis: int = 0,
         jitter_prob: float = 0.8,
         brightness: float = 0.4,
         contrast: float = 0.4,
@@ -249,6 +256,9 @@ class SimCLRViewsd(RandomizableTransform, MapTransform):
         self.cropper.R = self.R
         self.num_views = int(num_views)
         self.flip_prob = float(flip_prob)
+        if flip_axis not in (0, 1):
+            raise ValueError(f"flip_axis must be 0 or 1 (a spatial axis of a 2D image), got {flip_axis}")
+        self.flip_axis = int(flip_axis)
         self.jitter_prob = float(jitter_prob)
         self.brightness = float(brightness)
         self.contrast = float(contrast)
@@ -288,7 +298,7 @@ class SimCLRViewsd(RandomizableTransform, MapTransform):
         """
         v = self.cropper(img)
         if self.R.rand() < self.flip_prob:
-            v = torch.flip(v, dims=(-1,))
+            v = torch.flip(v, dims=(self.flip_axis + 1,))
         if self.R.rand() < self.jitter_prob:
             v = self._jitter(v)
         return v.contiguous()

@@ -7,12 +7,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 from monai.bundle import run as bundle_run
 
 from modan_monai.data.demo_tasks import demo_classification_manifest
+from modan_monai.handlers import ExamROCAUC, KeepBestWeights
 from modan_monai.networks import build_classifier
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "classify"
@@ -125,3 +127,45 @@ def test_bad_label_column_is_named(tmp_path: Path, demo: tuple[Path, Path], over
 
 def test_verify_metadata() -> None:
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+@pytest.mark.parametrize("level, aggregation", [("image", "mean"), ("exam", "max")])
+def test_val_level_sets_the_validation_metric(tmp_path: Path, demo: tuple[Path, Path], level: str,
+                                              aggregation: str) -> None:
+    root, manifest = demo
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), val_level=level,
+        exam_aggregation=aggregation,
+    )
+    workflow.initialize()
+    metric = workflow.parser.get_parsed_content("validate#key_metric")["val_auc"]
+    assert isinstance(metric, ExamROCAUC) and (metric.level, metric.aggregation) == (level, aggregation)
+    keep = workflow.parser.get_parsed_content("best_weights")
+    assert isinstance(keep, KeepBestWeights) and keep.network is workflow.parser.get_parsed_content("network")
+    assert keep.save_path == tmp_path / "model.pt"
+    assert keep in workflow.parser.get_parsed_content("validate#handlers")
+
+
+@pytest.mark.parametrize(
+    "one_class_val, override, item, match",
+    [(False, {"val_level": "slice"}, "validate#key_metric", r"level must be one of \('exam', 'image'\), got 'slice'"),
+     (True, {}, "val_datalist", r"split 'val' data \(manifest .*one_class_val\.csv\) needs both classes in "
+                                r"'label' .*has only \[0\]")],
+)
+def test_bad_settings_are_named(tmp_path: Path, demo: tuple[Path, Path], one_class_val: bool, override: dict,
+                                item: str, match: str) -> None:
+    root, manifest = demo
+    if one_class_val:  # the positive validation cases moved to the test split
+        frame = pd.read_csv(manifest)
+        frame.loc[(frame["split"] == "val") & (frame["label"] == 1), "split"] = "test"
+        manifest = root / "one_class_val.csv"  # beside the original: its relative paths still resolve
+        frame.to_csv(manifest, index=False)
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), **override,
+    )
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError
+        workflow.parser.get_parsed_content(item)
+    assert isinstance(err.value.__cause__, ValueError) and re.search(match, str(err.value.__cause__))

@@ -9,6 +9,7 @@ import pytest
 from modan_monai.data.manifest import (
     MANIFEST_COLUMNS,
     REQUIRED_COLUMNS,
+    load_datalist,
     manifest_to_datalist,
     read_manifest,
     write_manifest,
@@ -110,3 +111,64 @@ def test_write_roundtrip_relative(tmp_path):
 def test_write_requires_columns(tmp_path):
     with pytest.raises(ValueError, match="missing required column"):
         write_manifest(pd.DataFrame({"path": ["a.png"]}), tmp_path / "x.csv")
+
+
+@pytest.fixture
+def volume_manifest(tmp_path: Path) -> Path:
+    """PNG rows in train/val and MRNet-style volumes (no index) in train/test."""
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(3):
+        Image.fromarray(np.full((4, 5), i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        rows.append(_row(i, split="train" if i < 2 else "val", label=i % 2))
+    for v, split in enumerate(["train", "test", "train"]):
+        np.save(tmp_path / "img" / f"knee{v}.npy", np.zeros((5 + v, 8, 8), np.uint8))
+        rows.append(_row(10 + v, path=f"img/knee{v}.npy", modality="MRI", anatomy="knee", split=split, label=v % 2))
+    path = tmp_path / "vols.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "splits, slice_mode, central_slices",
+    [(None, "all", 1), ("train", "all", 1), (["train", "val"], "central", 3), (["train"], "random", 1),
+     ("test", "central", 20)],
+)
+def test_load_datalist_equals_the_bundle_expression(volume_manifest, splits, slice_mode, central_slices):
+    from modan_monai.data.slicing import expand_volume_slices
+
+    old = expand_volume_slices(
+        manifest_to_datalist(read_manifest(volume_manifest), splits=splits), mode=slice_mode, k=central_slices
+    )
+    new = load_datalist(volume_manifest, splits=splits, slice_mode=slice_mode, central_slices=central_slices)
+    assert new == old and len(new) > 0
+    assert all(r["source"] == f"manifest {r['manifest']} row {r['row']}: {r['image']}" for r in new)
+    assert load_datalist(read_manifest(volume_manifest), splits, slice_mode, central_slices) == old
+
+
+def test_load_datalist_from_bundle_json(volume_manifest):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({
+        "imports": ["$import modan_monai", "$import modan_monai.data"],
+        "manifest": str(volume_manifest), "splits": ["train"], "slice_mode": "central", "central_slices": 2,
+        "datalist": "$modan_monai.data.load_datalist(@manifest, splits=@splits, slice_mode=@slice_mode, "
+                    "central_slices=@central_slices)",
+    })
+    parser.get_parsed_content("imports")  # as ConfigWorkflow does first
+    rows = parser.get_parsed_content("datalist")
+    # 2 PNG rows + 2 central slices of each of the two training volumes (5 and 7 slices)
+    assert [(Path(r["image"]).name, r["index"]) for r in rows] == [
+        ("0.png", None), ("1.png", None), ("knee0.npy", 1), ("knee0.npy", 2), ("knee2.npy", 2), ("knee2.npy", 3)
+    ]
+
+
+def test_load_datalist_errors_name_the_problem(volume_manifest, tmp_path):
+    with pytest.raises(ValueError, match=r"no rows for split\(s\) \['tset'\]"):
+        load_datalist(volume_manifest, splits="tset")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        load_datalist(volume_manifest, slice_mode="middle")
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        load_datalist(tmp_path / "nope.csv")

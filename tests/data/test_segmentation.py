@@ -45,7 +45,8 @@ def test_masks_are_stacked_and_merged(demo: list[dict]) -> None:
     separate = LoadStructureMasksd(["heart", "left_lung", "right_lung"])(row)["label"]
     assert separate.shape == (3, 32, 32) and set(torch.unique(separate).tolist()) <= {0.0, 1.0}
     expected = np.array(Image.open(demo[0]["mask_heart"])) > 0
-    np.testing.assert_array_equal(separate[0].numpy(), expected)
+    np.testing.assert_array_equal(separate[0].numpy(), expected.T)  # MONAI (x, y) order, as the image
+    np.testing.assert_allclose(separate.affine.numpy(), row["image"].affine.numpy())
     merged = LoadStructureMasksd({"lungs": ["left_lung", "right_lung"], "heart": "heart"})(row)["label"]
     torch.testing.assert_close(merged[0], torch.maximum(separate[1], separate[2]))
     torch.testing.assert_close(merged[1], separate[0])
@@ -61,8 +62,8 @@ def test_transforms_resize_image_and_masks(demo: list[dict]) -> None:
 def test_bad_mask_names_image_and_mask(demo: list[dict], tmp_path: Path, bad: str) -> None:
     mask = tmp_path / f"{bad}.png"
     if bad == "size":
-        Image.fromarray(np.zeros((20, 32), np.uint8)).save(mask)
-        match = r"has size \(20, 32\) but image .* has size \(32, 32\)"
+        Image.fromarray(np.zeros((20, 32), np.uint8)).save(mask)  # 20 rows, 32 columns
+        match = r"has size 32x20 \(width x height\) but image .* has size 32x32 \(width x height\)"
     else:
         values = np.zeros((32, 32), np.uint8)
         values[:4] = 2
@@ -72,6 +73,39 @@ def test_bad_mask_names_image_and_mask(demo: list[dict], tmp_path: Path, bad: st
     with pytest.raises(ValueError, match=match) as err:
         LoadStructureMasksd(["heart"])(row)
     assert str(mask) in str(err.value) and demo[0]["image"] in str(err.value)
+
+
+def test_non_finite_mask_names_row_and_mask(demo: list[dict], tmp_path: Path) -> None:
+    mask = tmp_path / "nan.tiff"
+    values = np.zeros((32, 32), np.float32)
+    values[3, 4] = np.nan
+    Image.fromarray(values).save(mask)
+    row = _loaded({**demo[0], "mask_heart": str(mask)})
+    with pytest.raises(ValueError, match=r"row 0: .*nan\.tiff: image has 1 non-finite pixel value"):
+        LoadStructureMasksd(["heart"])(row)
+
+
+def test_transforms_equal_the_chain_before_the_preset(demo: list[dict]) -> None:
+    """segmentation_transforms on top of load_preprocess_transforms gives what its old hand-written chain gave."""
+    from monai.transforms import Compose, EnsureTyped, Resized, SelectItemsd
+
+    from modan_monai.transforms import NormalizeByModalityd
+
+    keys = ["image", "label"]
+    old = Compose([
+        LoadManifestImaged(keys="image"),
+        LoadStructureMasksd(["heart", "left_lung"], image_key="image", label_key="label"),
+        NormalizeByModalityd(keys="image", vocabulary=None, ct_window=(-1000.0, 1000.0)),
+        Resized(keys=keys, spatial_size=(16, 16), mode=["area", "nearest"]),
+        EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
+        SelectItemsd(keys=[*keys, "filename"], allow_missing_keys=True),
+    ])
+    new = segmentation_transforms(["heart", "left_lung"], image_size=16, keep_keys=["filename"])
+    for row in demo[:4]:
+        a, b = old(row), new(row)
+        assert a.keys() == b.keys()
+        for key in keys:
+            assert torch.equal(a[key], b[key])
 
 
 def test_missing_mask_column_is_named(demo: list[dict]) -> None:

@@ -106,3 +106,14 @@ def test_mapping_without_total_is_refused() -> None:
     trainer.terms_loss_function = lambda pred, target: {"match": pred["teacher"].mean()}
     with pytest.raises(KeyError, match="without a 'loss' total"):
         trainer.run()
+
+
+def test_an_empty_training_loader_is_an_error_naming_sizes() -> None:
+    net = GroupNet()
+    trainer = Trainer(
+        device="cpu", max_epochs=1, network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        train_data_loader=DataLoader(group_data(3), batch_size=4, drop_last=True), loss_function=group_loss,
+        prepare_batch=PrepareViewGroups(views_key=["teacher", "locals"], target_key=None), decollate=False,
+    )
+    with pytest.raises(ValueError, match=r"yields no batch: 3 items, batch_size 4, drop_last True"):
+        trainer.run()

@@ -1,8 +1,9 @@
-"""Exam-level scoring of MRNet-format volumes: aggregation, planes, and the protocol at exam level."""
+"""Exam-level scoring of MRNet-format volumes: aggregation, planes, exam-level validation, the protocol per exam."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,17 @@ from scipy.special import logsumexp
 
 from data_manifests import mrnet
 from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest, write_manifest
-from modan_monai.evaluation import aggregate_exam_scores, exam_level_auc, run_protocol, select_planes
+import modan_monai.evaluation.protocol as protocol
+from modan_monai.evaluation import (
+    aggregate_exam_scores,
+    auc,
+    binary_labels,
+    exam_level_auc,
+    predict_proba,
+    run_classify_bundle,
+    run_protocol,
+    select_planes,
+)
 
 N_EXAMS = 12
 
@@ -93,7 +104,30 @@ def test_select_planes_errors(mrnet_manifest: Path) -> None:
         select_planes(df.drop(columns="plane"), ["axial"])
 
 
-def test_protocol_scores_exams(mrnet_manifest: Path, tmp_path: Path) -> None:
+def test_validation_picks_the_best_epoch_per_exam(mrnet_manifest: Path, tmp_path: Path) -> None:
+    """With val_level "exam" the best-epoch AUC is the exam-level AUC (max of slice scores) of the kept weights."""
+    df = select_planes(read_manifest(mrnet_manifest), ["sagittal"])
+    rows = binary_labels(expand_volume_slices(manifest_to_datalist(df), mode="all"), "acl")
+    train = [r for r in rows if int(r["case_id"][-4:]) < N_EXAMS // 2]
+    val = [r for r in rows if int(r["case_id"][-4:]) >= N_EXAMS // 2]
+    run = run_classify_bundle(train, val, tmp_path / "run", epochs=2, batch_size=16, image_size=32,
+                              val_level="exam", aggregation="max", seed=1)
+    probs = predict_proba(run.network, val, run.preprocessing, device=run.device)
+    exams = [f"{r['dataset']}/{r['case_id']}" for r in val]
+    expected, table = exam_level_auc(exams, [r["label"] for r in val], probs, "max")
+    assert len(table) == N_EXAMS // 2 < len(val)  # scored over exams, not over the slices
+    assert run.best_epoch in (1, 2) and run.best_val_auc == pytest.approx(expected, abs=1e-9)
+    assert auc([r["label"] for r in val], probs) != pytest.approx(expected)  # per slice: another value
+
+
+def test_protocol_scores_exams(mrnet_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return run_classify_bundle(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_classify_bundle", spy)
     results = run_protocol(
         mrnet_manifest, "acl", {"scratch": "scratch"}, tmp_path, modes=["finetune"], fractions=[50, 100],
         repeats=1, folds=2, epochs=1, batch_size=16, image_size=32, aggregation="max", planes=["sagittal"],
@@ -107,3 +141,10 @@ def test_protocol_scores_exams(mrnet_manifest: Path, tmp_path: Path) -> None:
     folds = pd.read_csv(tmp_path / "folds.csv")
     assert len(folds) == N_EXAMS  # one sagittal volume per exam
     assert "max of slice probabilities per exam" in (tmp_path / "summary.md").read_text()
+    # the inner validation that picks the best epoch is scored like the test: per exam, max of slice scores
+    assert len(calls) == 4 and all(c["val_level"] == "exam" and c["aggregation"] == "max" for c in calls)
+    calls.clear()
+    run_protocol(mrnet_manifest, "acl", {"scratch": "scratch"}, tmp_path / "image", modes=["finetune"], repeats=1,
+                 folds=2, epochs=1, batch_size=16, image_size=32, level="image", planes=["sagittal"],
+                 slice_mode="central")
+    assert len(calls) == 2 and all(c["val_level"] == "image" for c in calls)

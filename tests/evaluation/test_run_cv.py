@@ -1,9 +1,10 @@
-"""``scripts/run_cv.py`` end to end on a tiny manifest, resuming, and its errors on bad labels."""
+"""``scripts/run_cv.py`` end to end on a tiny manifest (the classify bundle per fold), resuming, bad labels."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -82,6 +83,11 @@ def test_run_cv_end_to_end_and_rerun(tmp_path: Path, png_manifest: Path, caplog:
     assert len(resumed) == 32 and not resumed.duplicated(KEYS).any()
     pd.testing.assert_frame_equal(resumed.iloc[:30], results.iloc[:30])
     assert len(pd.read_csv(out / "predictions.csv").drop_duplicates(KEYS + ["row"])) == 32 * 12
+    # every fold ran the classify bundle into its own folder: one TensorBoard file each (the two re-run folds
+    # started from an emptied folder), no model files
+    events = [p.relative_to(out / "runs").parts[:3] for p in (out / "runs").rglob("events.out.tfevents.*")]
+    assert len(events) == len(set(events)) == 32 and ("pre", "linear_probe", "fraction50_repeat1_fold1") in events
+    assert not list(out.rglob("*.pt"))
     with pytest.raises(ValueError, match=r"other settings \(epochs: 1 -> 2\)"):
         run_protocol(png_manifest, "finding", {"scratch": "scratch"}, out, positive="malignant", fractions=[100],
                      repeats=2, folds=2, epochs=2, batch_size=8, image_size=32)
@@ -108,3 +114,12 @@ def test_single_class_fold_is_explained(tmp_path: Path, capsys: pytest.CaptureFi
     assert rc == 1
     err = capsys.readouterr().err
     assert "cannot stratify 3 folds" in err and "at least 3 cases of each class" in err
+
+
+def test_fold_folders_of_init_names() -> None:
+    from modan_monai.evaluation.protocol import _safe_name
+
+    assert _safe_name("modan_v2.1") == "modan_v2.1"
+    altered = [_safe_name(n) for n in ("a b", "a/b", "../x", "é")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+-[0-9a-f]{8}", n) for n in altered) and len(set(altered)) == 4
+    assert _safe_name("a_b") != _safe_name("a b")  # two inits never share a folder

@@ -1,8 +1,9 @@
-"""KeepBestWeights: a copy of the best epoch's weights, not a reference to the live ones."""
+"""KeepBestWeights: a copy of the best epoch's weights, not a reference to the live ones; its file and state."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -61,3 +62,21 @@ def test_errors_and_empty_restore() -> None:
     assert keep.restore() is False
     with pytest.raises(KeyError, match="val_auc"):
         keep(SimpleNamespace(state=SimpleNamespace(metrics={"loss": 1.0}, epoch=1)))
+
+
+def test_save_path_holds_the_best_state_and_state_dict_round_trips(tmp_path: Path) -> None:
+    net = torch.nn.Linear(3, 2)
+    path = tmp_path / "models" / "model.pt"
+    keep = KeepBestWeights(net, metric_name="val_auc", save_path=path)
+    snapshots = run_epochs(net, keep, [0.5, 0.8, 0.6])
+    on_disk = torch.load(path, weights_only=True)
+    for k, v in snapshots[1].items():  # epoch 2 was the best: the file holds its weights, not the final ones
+        torch.testing.assert_close(on_disk[k], v)
+    assert not list(path.parent.glob(".*.tmp"))  # written to a temporary file, then renamed
+    resumed = KeepBestWeights(torch.nn.Linear(3, 2), metric_name="val_auc")
+    resumed.load_state_dict(keep.state_dict())
+    assert (resumed.best_epoch, resumed.best_metric) == (2, 0.8)
+    resumed(SimpleNamespace(state=SimpleNamespace(metrics={"val_auc": 0.7}, epoch=4)))  # below the earlier best
+    assert resumed.best_epoch == 2
+    with pytest.raises(KeyError, match=r"missing \['best_metric'\]"):
+        resumed.load_state_dict({"best_state": None, "best_epoch": None})

@@ -111,11 +111,25 @@ def test_simclr_jitter_semantics():
     np.testing.assert_allclose(float(r.mean()), float(p.mean()), atol=1e-4)
 
 
-def test_simclr_flip_is_horizontal():
-    img = ramp()[:, :32, :32]
+def test_simclr_flip_is_horizontal(tmp_path):
+    """Images are (C, W, H) in MONAI's (x, y) order, so a left-right flip is along spatial axis 0."""
+    from PIL import Image
+
+    from modan_monai.transforms import LoadManifestImaged
+
+    pixels = np.zeros((32, 32), np.uint8)
+    pixels[:, :8] = 255  # bright left edge (columns 0-7) of the picture
+    Image.fromarray(pixels).save(tmp_path / "left.png")
+    img = LoadManifestImaged()({"image": str(tmp_path / "left.png")})["image"].as_tensor() / 255.0
     t = SimCLRViewsd("image", 32, scale=(1, 1), ratio=(1, 1), flip_prob=1.0, jitter_prob=0.0)
     v = t({"image": img})["views"][0]
-    np.testing.assert_allclose(v.numpy(), torch.flip(img, dims=(-1,)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(v.numpy(), torch.flip(img, dims=(1,)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(v[0].numpy().T, pixels[:, ::-1] / 255.0, atol=1e-6)  # now the right edge
+    row_major = SimCLRViewsd("image", 32, scale=(1, 1), ratio=(1, 1), flip_prob=1.0, jitter_prob=0.0, flip_axis=1)
+    w = row_major({"image": img.transpose(1, 2)})["views"][0]
+    np.testing.assert_allclose(w.numpy(), torch.flip(img.transpose(1, 2), dims=(2,)).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="flip_axis must be 0 or 1"):
+        SimCLRViewsd("image", 32, flip_axis=2)
 
 
 def test_simclr_collate_and_keep_source():
