@@ -23,6 +23,7 @@ from monai.bundle import ConfigWorkflow
 
 from modan_monai.data import ensure_demo_corpus
 from modan_monai.data.demo_segmentation import demo_segmentation_manifest
+from modan_monai.data.demo_tasks import demo_classification_manifest
 from modan_monai.handlers import list_checkpoints
 from modan_monai.utils import max_abs_difference, state_differences
 
@@ -133,3 +134,13 @@ def test_segment_bundle_resumes_exactly(tmp_path: Path) -> None:
     flow.initialize()
     with pytest.raises(ValueError, match=r"checkpoint_epoch=4\.pt: entry 'settings'.*few_shot None there, 3 here"):
         flow.parser.get_parsed_content("train#trainer").run()
+
+
+def test_classify_bundle_resumes_exactly(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    manifest = demo_classification_manifest(demo, size=32, per_pair=4)
+    data = {"dataset_dir": demo, "manifest": manifest, "batch_size": 4}
+    run("classify", command("classify", tmp_path / "whole", **data))
+    resumed, _ = killed_then_resumed("classify", tmp_path, **data)
+    assert compare(tmp_path / "whole", resumed, ["model.pt", "model_final.pt"]) == 0.0
+    assert set(load(resumed / f"checkpoint_epoch={EPOCHS}.pt")) >= {"best_weights", "random_states", "settings"}
