@@ -116,26 +116,33 @@ def compare(whole: Path, resumed: Path, files: list[str]) -> float:
     return difference
 
 
-def test_pretrain_bundle_resumes_exactly(tmp_path: Path) -> None:
-    demo = tmp_path / "demo"
-    manifest = ensure_demo_corpus(demo, size=32, per_pair=4)
-    data = {"dataset_dir": demo, "manifest": manifest, "batch_size": 8}
-    whole = start("pretrain", command("pretrain", tmp_path / "whole", **data))
-    resumed, _ = killed_then_resumed("pretrain", tmp_path, **data)
+def resume_matches_whole_run(bundle: str, root: Path, files: list[str], **data: Any) -> tuple[Path, dict[str, Any]]:
+    """The uninterrupted run beside a killed and resumed one; assert they end identical.
+
+    Returns:
+        The resumed run's folder and its last checkpoint.
+    """
+    whole = start(bundle, command(bundle, root / "whole", **data))
+    resumed, _ = killed_then_resumed(bundle, root, **data)
     finish(whole)
-    assert compare(tmp_path / "whole", resumed, ["encoder.pt"]) == 0.0
-    assert set(load(resumed / f"checkpoint_epoch={EPOCHS}.pt")) >= {"network", "optimizer", "lr_scheduler", "loss",
-                                                                    "random_states", "trainer"}
+    assert compare(root / "whole", resumed, files) == 0.0
+    return resumed, load(resumed / f"checkpoint_epoch={EPOCHS}.pt")
+
+
+def test_pretrain_bundle_resumes_exactly(tmp_path: Path) -> None:
+    manifest = ensure_demo_corpus(tmp_path / "demo", size=32, per_pair=4)
+    _, last = resume_matches_whole_run(
+        "pretrain", tmp_path, ["encoder.pt"], dataset_dir=tmp_path / "demo", manifest=manifest, batch_size=8
+    )
+    assert set(last) >= {"network", "optimizer", "lr_scheduler", "loss", "random_states", "trainer"}
 
 
 def test_segment_bundle_resumes_exactly(tmp_path: Path) -> None:
-    demo = tmp_path / "demo"
-    manifest = demo_segmentation_manifest(demo, size=32, n_images=10)
-    data = {"dataset_dir": demo, "manifest": manifest, "batch_size": 2, "samples_per_epoch": 8, "overlay_images": 1}
-    whole = start("segment", command("segment", tmp_path / "whole", **data))
-    resumed, _ = killed_then_resumed("segment", tmp_path, **data)
-    finish(whole)
-    assert compare(tmp_path / "whole", resumed, ["model.pt", "model_final.pt"]) == 0.0
+    manifest = demo_segmentation_manifest(tmp_path / "demo", size=32, n_images=10)
+    data = {"dataset_dir": tmp_path / "demo", "manifest": manifest, "batch_size": 2, "samples_per_epoch": 8,
+            "overlay_images": 1}
+    resumed, last = resume_matches_whole_run("segment", tmp_path, ["model.pt", "model_final.pt"], **data)
+    assert set(last) >= {"best_model", "random_states", "settings"}
     # the same folder with another subset is refused, naming the setting (in process: the refusal comes at start-up)
     flow = ConfigWorkflow(
         config_file=str(BUNDLES / "segment" / "configs" / "train.json"), workflow_type="train",
@@ -148,11 +155,9 @@ def test_segment_bundle_resumes_exactly(tmp_path: Path) -> None:
 
 
 def test_classify_bundle_resumes_exactly(tmp_path: Path) -> None:
-    demo = tmp_path / "demo"
-    manifest = demo_classification_manifest(demo, size=32, per_pair=4)
-    data = {"dataset_dir": demo, "manifest": manifest, "batch_size": 4}
-    whole = start("classify", command("classify", tmp_path / "whole", **data))
-    resumed, _ = killed_then_resumed("classify", tmp_path, **data)
-    finish(whole)
-    assert compare(tmp_path / "whole", resumed, ["model.pt", "model_final.pt"]) == 0.0
-    assert set(load(resumed / f"checkpoint_epoch={EPOCHS}.pt")) >= {"best_weights", "random_states", "settings"}
+    manifest = demo_classification_manifest(tmp_path / "demo", size=32, per_pair=4)
+    _, last = resume_matches_whole_run(
+        "classify", tmp_path, ["model.pt", "model_final.pt"], dataset_dir=tmp_path / "demo", manifest=manifest,
+        batch_size=4,
+    )
+    assert set(last) >= {"best_weights", "random_states", "settings"}
