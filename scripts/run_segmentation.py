@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--structures", required=True,
                         help="list of structures, or a mapping channel -> structures merged by union (Python literal)")
     parser.add_argument("--init", action="append", required=True, metavar="NAME=SPEC",
-                        help="repeatable; SPEC: scratch | imagenet:<file> | an encoder.pt (its arch is read from it)")
+                        help="repeatable; SPEC: scratch | imagenet:<file> | an encoder.pt or training checkpoint of "
+                             "any pretraining method (its architecture and stem are read from it)")
     parser.add_argument("--few-shot", nargs="+", type=_size, default=[3, 6, 12, 24],
                         help="training-set sizes; 'all' for the whole training split (default 3 6 12 24)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--stem", default="3x3", choices=("3x3", "7x7"), help="encoder stem (match the checkpoints)")
+    parser.add_argument("--stem", default=None, choices=("3x3", "7x7"),
+                        help="encoder stem of every init (default: each checkpoint's; 3x3 for scratch / ImageNet)")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (default 1)")
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--structures must be a Python list or dict literal, got {args.structures!r}")
     try:
         inits = parse_init_specs(args.init)
-        runs = plan_runs(inits, args.few_shot, args.seeds)
+        runs = plan_runs(inits, args.few_shot, args.seeds, stem=args.stem)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "manifest": str(Path(args.manifest).resolve()), "structures": structures, "image_size": args.image_size,
         "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch or None,
         "val_interval": args.val_interval, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "stem": args.stem, "freeze_encoder": args.freeze_encoder,
+        "learning_rate": args.learning_rate, "freeze_encoder": args.freeze_encoder,
     }
     results = run_grid(runs, args.out, BUNDLE, overrides, jobs=args.jobs, threads_per_job=args.threads)
     summary = segmentation_summary(results, init_order=list(inits))

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from modan_monai.networks.checkpoint import read_checkpoint
+from modan_monai.networks.registry import build_encoder
 
 __all__ = [
     "SEGMENTATION_RESULT_COLUMNS",
@@ -46,10 +46,12 @@ class SegmentationRun:
 
     Attributes:
         init: init name (table row), e.g. ``"mlvicx"``.
-        spec: ``scratch``, ``imagenet:<file>`` or an encoder checkpoint path.
-        arch: encoder architecture (``resnet18`` | ``cb_resnet18``).
+        spec: ``scratch``, ``imagenet:<file>`` or an encoder / training checkpoint path.
+        arch: registered encoder architecture (``resnet18``, ``cb_resnet18``, ...), as the registry reads it from
+            the checkpoint.
         n_train: few-shot training cases, or ``None`` for the whole training split.
         seed: subset and training seed.
+        stem: encoder stem passed to the bundle (the checkpoint's, or the one asked for).
     """
 
     init: str
@@ -57,6 +59,7 @@ class SegmentationRun:
     arch: str
     n_train: int | None
     seed: int
+    stem: str | None = None
 
     @property
     def name(self) -> str:
@@ -64,33 +67,36 @@ class SegmentationRun:
         return f"{self.init}/n{'all' if self.n_train is None else self.n_train}_s{self.seed}"
 
 
-def _arch_of(spec: str) -> str:
-    if spec == "scratch" or spec.startswith("imagenet:"):
-        return "resnet18"
-    checkpoint = read_checkpoint(spec)
-    arch = checkpoint.get("arch")
-    if arch is None:
-        raise ValueError(f"checkpoint {spec} has no 'arch' entry: pass the pretraining bundle's encoder.pt.")
-    return str(arch)
+def plan_runs(
+    inits: Mapping[str, str],
+    few_shot: Sequence[int | None],
+    seeds: Sequence[int],
+    stem: str | None = None,
+) -> list[SegmentationRun]:
+    """All runs of the grid, each init's encoder built once by the registry to read its architecture and stem.
 
-
-def plan_runs(inits: Mapping[str, str], few_shot: Sequence[int | None], seeds: Sequence[int]) -> list[SegmentationRun]:
-    """All runs of the grid, the architecture of each init read from its checkpoint.
+    Building the U-Net backbone of every init before any run starts (cheap: no training) makes a checkpoint that
+    does not fit fail here, naming the file and keys, instead of in each run's log.
 
     Args:
         inits: init name -> spec (see :func:`modan_monai.evaluation.parse_init_specs`).
         few_shot: training-set sizes; ``None`` for the whole training split.
         seeds: seeds (each size is drawn once per seed; the subsets of one seed are nested).
+        stem: encoder stem for every init; ``None``: each checkpoint's (``"3x3"`` for ``scratch`` / ImageNet).
 
     Returns:
         Runs ordered by seed, size, init (so a partial grid has every init at the sizes it reached).
 
     Raises:
-        ValueError: a checkpoint without an ``arch`` entry (the bundle needs it to build the U-Net's encoder).
+        FileNotFoundError: a checkpoint that does not exist.
+        ValueError: a checkpoint whose weights do not fit its (or the asked) architecture and stem.
     """
-    archs = {name: _arch_of(spec) for name, spec in inits.items()}
+    encoders: dict[str, tuple[str, str | None]] = {}
+    for name, spec in inits.items():
+        encoder = build_encoder(spec, unet_backbone=True, stem=stem, logger=logger)
+        encoders[name] = (encoder.init_report["arch"], getattr(encoder, "stem", None))
     return [
-        SegmentationRun(name, inits[name], archs[name], n, seed)
+        SegmentationRun(name, inits[name], encoders[name][0], n, seed, stem=encoders[name][1])
         for seed, n, name in itertools.product(seeds, few_shot, inits)
     ]
 
@@ -107,6 +113,7 @@ def _commands(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[
         **overrides,
         "init": run.spec,
         "arch": run.arch,
+        **({"stem": run.stem} if run.stem is not None else {}),
         "few_shot": run.n_train,
         "seed": run.seed,
         "output_dir": str(out),
