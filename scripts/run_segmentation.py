@@ -8,9 +8,11 @@ Examples:
         'clavicles': ['left_clavicle', 'right_clavicle']}" --init scratch --init modan=modan/encoder.pt \\
         --init mlvicx=mlvicx/encoder.pt --few-shot 3 6 12 24 --seeds 0 1 2 --out results/jsrt_fewshot
 
-Each run is `python -m monai.bundle run` of bundles/segment (train, then evaluate on the test split) in
-<out>/<init>/n<k>_s<seed>/ with its run.log. Re-running with the same --out skips the runs already in
-results.csv. Outputs: results.csv (one row per run) and summary.md (mean ± sd over seeds).
+Each run is the `run` of bundles/segment (train, then evaluate on the test split; what `python -m monai.bundle run`
+does, the equivalent commands are in its log) in <out>/<init>/n<k>_s<seed>/ with its run.log, in one of --jobs worker
+processes. Each init's architecture and stem are read from its checkpoint by the encoder registry. Re-running with
+the same --out skips the runs already in results.csv. Outputs: results.csv (one row per run) and summary.md
+(mean ± sd over seeds).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stem", default=None, choices=("3x3", "7x7"),
                         help="encoder stem of every init (default: each checkpoint's; 3x3 for scratch / ImageNet)")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes: runs in parallel (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

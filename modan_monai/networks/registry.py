@@ -377,6 +377,8 @@ def build_encoder(
         if cls is None:
             raise ValueError(f"encoder {name!r} has no FlexibleUNet backbone (registered without unet_variants).")
     encoder = cls(**constructor)
+    shown = {k: v for k, v in constructor.items() if v != entry.defaults.get(k, inspect.Parameter.empty) or k == "stem"}
+    log.info(f"encoder arch {name!r} ({cls.__name__}, {shown}) for {spec!r}")
     report = initialise_encoder(encoder, spec, logger=log)
     encoder.init_report = {"arch": name, "encoder_kwargs": dict(encoder.encoder_kwargs), **report}
     return encoder
