@@ -40,15 +40,6 @@ SEGMENT_TINY = {"epochs": 1, "image_size": 32, "batch_size": 4, "log_interval": 
 
 
 @pytest.fixture(scope="session")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models run faster than with threads fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("matrix_demo")
     ensure_demo_corpus(root, size=32, per_pair=4)
@@ -77,8 +68,14 @@ def run_workflow(config_files: list[Path], bundle: Path, **overrides: object) ->
 
 
 @pytest.fixture(scope="session")
-def encoders(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path, one_thread: None) -> dict[str, Path]:
-    """``{method: encoder.pt}`` written by the pretraining bundle for every method."""
+def encoders(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[dict[str, Path]]:
+    """``{method: encoder.pt}`` written by the pretraining bundle for every method.
+
+    For the whole matrix torch uses one intra-op thread: the tiny models run faster than with threads fighting
+    over busy cores.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     bundle = BUNDLES / "pretrain"
     root = tmp_path_factory.mktemp("matrix_encoders")
     paths = {}
@@ -92,7 +89,8 @@ def encoders(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path, one_threa
         paths[method] = root / method / "encoder.pt"
         stored = torch.load(paths[method], map_location="cpu", weights_only=True)
         assert stored["arch"] == METHODS[method][1] and stored["metadata"]["method"] == method
-    return paths
+    yield paths
+    torch.set_num_threads(threads)
 
 
 def assert_encoder_from(encoder: nn.Module, path: Path, arch: str) -> None:

@@ -133,7 +133,9 @@ def _commands(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[
     args = _bundle_args(run, bundle, out, overrides)
     flags = [item for key, value in args.items() for item in (f"--{key}", _python_literal(value))]
     base = [sys.executable, "-m", "monai.bundle", "run", "--logging_file", str(bundle / "configs" / "logging.conf")]
-    return [base + ["--config_file", files[0] if len(files) == 1 else str(files)] + flags for files in _config_files(bundle)]
+    return [
+        base + ["--config_file", files[0] if len(files) == 1 else str(files)] + flags for files in _config_files(bundle)
+    ]
 
 
 def _execute(run: SegmentationRun, bundle: Path, root: Path, overrides: Mapping[str, Any], threads: int) -> dict:

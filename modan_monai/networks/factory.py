@@ -23,7 +23,7 @@ def build_classifier(
     arch: str | None = None,
     **encoder_kwargs: Any,
 ) -> ClassificationModel:
-    """A ``ClassificationModel`` on the encoder :func:`~modan_monai.networks.registry.build_encoder` builds for ``init``.
+    """A ``ClassificationModel`` on the encoder that :func:`~modan_monai.networks.registry.build_encoder` builds.
 
     Args:
         init: ``"scratch"``, ``"imagenet:<torchvision resnet18 state_dict file>"`` or the path of an encoder /

@@ -159,7 +159,7 @@ class _FlexUNetFeatures:
 
     @classmethod
     def num_channels_per_output(cls) -> list[tuple[int, ...]]:
-        """Channels of the returned maps, e.g. 3x3 stem ``(64, 128, 256, 512)``, 7x7 stem ``(64, 64, 128, 256, 512)``."""
+        """Channels of the returned maps per variant (3x3 stem: 64, 128, 256, 512; 7x7: 64, 64, 128, 256, 512)."""
         return [
             tuple(cls.feature_channels[v.unet_maps(f"modan_{cls.arch}_{n}") :]) for n, v in cls.variants.items()
         ]
