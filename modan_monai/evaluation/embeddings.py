@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import DataLoader, Dataset
-from monai.transforms import Compose, EnsureTyped, Resized, SelectItemsd
+from monai.transforms import Compose, EnsureTyped, SelectItemsd
 from monai.utils import optional_import
 
 from modan_monai.data import MetadataVocabulary
 from modan_monai.data.readers import is_dicom_file
 from modan_monai.networks.registry import build_encoder
-from modan_monai.transforms import LoadManifestImaged, NormalizeByModalityd
+from modan_monai.transforms import load_preprocess_transforms
 from modan_monai.transforms.labels import DEFAULT_DICOM_TAGS
 
 umap, _HAS_UMAP = optional_import("umap")
@@ -53,13 +53,8 @@ def embedding_transforms(image_size: int) -> Compose:
         image_size: side of the resized image (the encoder's training size).
     """
     return Compose(
-        [
-            LoadManifestImaged(keys="image"),
-            NormalizeByModalityd(keys="image"),
-            Resized(keys="image", spatial_size=(int(image_size), int(image_size))),
-            EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
-            SelectItemsd(keys="image"),
-        ]
+        load_preprocess_transforms("image", int(image_size))
+        + [EnsureTyped(keys="image", dtype=torch.float32, track_meta=False), SelectItemsd(keys="image")]
     )
 
 
@@ -303,14 +298,14 @@ def embed_manifest(
     Returns:
         ``{name: png path}``.
     """
-    from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest
+    from modan_monai.data import load_datalist
 
     log = logger or logging.getLogger("modan_monai.evaluation")
     if not encoders:
         raise ValueError("embed_manifest: at least one encoder is needed.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    datalist = expand_volume_slices(manifest_to_datalist(read_manifest(manifest), splits=splits), mode="all")
+    datalist = load_datalist(manifest, splits=splits)
     pairs = metadata_pairs(datalist)
     colours = pair_colours(pairs)
     meta = pd.DataFrame(
