@@ -3,11 +3,12 @@
 
 Examples:
     python scripts/embed.py --manifest pretrain.csv --encoder modan=runs/modan/encoder.pt \\
-        --encoder simclr=runs/simclr/encoder.pt --encoder imagenet=imagenet:resnet18.pth --out embeddings/
+        --encoder mlvicx=runs/mlvicx/encoder.pt --encoder imagenet=imagenet:resnet18.pth --out embeddings/
     tensorboard --logdir embeddings/projector
 
 Per encoder NAME: NAME_umap.png, NAME_umap.csv (coordinates + metadata), NAME_features.npy; all encoders in
-projector/. The same (modality, anatomy) pair has the same colour in every map.
+projector/. The same (modality, anatomy) pair has the same colour in every map. Each encoder is built by the
+encoder registry (modan_monai.networks.registry.build_encoder): a checkpoint's architecture and stem are read from it.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, help="manifest CSV (e.g. the pretraining images)")
     parser.add_argument("--encoder", action="append", required=True, metavar="NAME=SPEC",
                         help="repeatable; SPEC: scratch | imagenet:<torchvision resnet18 .pth> | <encoder/training "
-                             "checkpoint>")
+                             "checkpoint of any pretraining method>")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--stem", default="3x3", choices=("3x3", "7x7"),
-                        help="stem for specs that do not carry one (encoder checkpoints do)")
+    parser.add_argument("--stem", default=None, choices=("3x3", "7x7"),
+                        help="encoder stem (default: the checkpoint's; 3x3 for scratch and ImageNet weights)")
     parser.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
     parser.add_argument("--splits", nargs="*", help="manifest splits to use (default: all rows)")
     parser.add_argument("--device", default="cpu")

@@ -8,9 +8,11 @@ Examples:
         'clavicles': ['left_clavicle', 'right_clavicle']}" --init scratch --init modan=modan/encoder.pt \\
         --init mlvicx=mlvicx/encoder.pt --few-shot 3 6 12 24 --seeds 0 1 2 --out results/jsrt_fewshot
 
-Each run is `python -m monai.bundle run` of bundles/segment (train, then evaluate on the test split) in
-<out>/<init>/n<k>_s<seed>/ with its run.log. Re-running with the same --out skips the runs already in
-results.csv. Outputs: results.csv (one row per run) and summary.md (mean ± sd over seeds).
+Each run is the `run` of bundles/segment (train, then evaluate on the test split; what `python -m monai.bundle run`
+does, the equivalent commands are in its log) in <out>/<init>/n<k>_s<seed>/ with its run.log, in one of --jobs worker
+processes. Each init's architecture and stem are read from its checkpoint by the encoder registry. Re-running with
+the same --out skips the runs already in results.csv. Outputs: results.csv (one row per run) and summary.md
+(mean ± sd over seeds).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--structures", required=True,
                         help="list of structures, or a mapping channel -> structures merged by union (Python literal)")
     parser.add_argument("--init", action="append", required=True, metavar="NAME=SPEC",
-                        help="repeatable; SPEC: scratch | imagenet:<file> | an encoder.pt (its arch is read from it)")
+                        help="repeatable; SPEC: scratch | imagenet:<file> | an encoder.pt or training checkpoint of "
+                             "any pretraining method (its architecture and stem are read from it)")
     parser.add_argument("--few-shot", nargs="+", type=_size, default=[3, 6, 12, 24],
                         help="training-set sizes; 'all' for the whole training split (default 3 6 12 24)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -53,10 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--stem", default="3x3", choices=("3x3", "7x7"), help="encoder stem (match the checkpoints)")
+    parser.add_argument("--stem", default=None, choices=("3x3", "7x7"),
+                        help="encoder stem of every init (default: each checkpoint's; 3x3 for scratch / ImageNet)")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes: runs in parallel (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -67,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--structures must be a Python list or dict literal, got {args.structures!r}")
     try:
         inits = parse_init_specs(args.init)
-        runs = plan_runs(inits, args.few_shot, args.seeds)
+        runs = plan_runs(inits, args.few_shot, args.seeds, stem=args.stem)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -75,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "manifest": str(Path(args.manifest).resolve()), "structures": structures, "image_size": args.image_size,
         "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch or None,
         "val_interval": args.val_interval, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "stem": args.stem, "freeze_encoder": args.freeze_encoder,
+        "learning_rate": args.learning_rate, "freeze_encoder": args.freeze_encoder,
     }
     results = run_grid(runs, args.out, BUNDLE, overrides, jobs=args.jobs, threads_per_job=args.threads)
     summary = segmentation_summary(results, init_order=list(inits))

@@ -6,7 +6,6 @@ from __future__ import annotations
 from .embeddings import (
     embed_manifest,
     embedding_transforms,
-    encoder_from_spec,
     export_projector,
     extract_features,
     metadata_pairs,
@@ -60,7 +59,6 @@ __all__ = [
     "dice_per_image",
     "embed_manifest",
     "embedding_transforms",
-    "encoder_from_spec",
     "exam_labels",
     "exam_level_auc",
     "export_projector",

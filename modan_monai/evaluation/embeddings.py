@@ -1,9 +1,12 @@
 """Penultimate-layer features of an encoder, 2-D UMAP maps coloured by (modality, anatomy), projector export.
 
-Used to compare what pretrained encoders learned (the paper's UMAP figure): the 512-d features of
-the ResNet-18 encoder (its output after global pooling, the layer before any head) are mapped to 2-D
-with UMAP at a fixed seed, and every (modality, anatomy) pair gets one fixed colour so that maps of
-different encoders on the same manifest can be compared side by side.
+Used to compare what pretrained encoders learned (the paper's UMAP figure): the features of an encoder
+(its output after global pooling, the layer before any head: 512-d for the ResNet-18 encoders) are mapped
+to 2-D with UMAP at a fixed seed, and every (modality, anatomy) pair gets one fixed colour so that maps of
+different encoders on the same manifest can be compared side by side. Encoders are built by the encoder
+registry (:func:`modan_monai.networks.registry.build_encoder`) from any spec: ``scratch``,
+``imagenet:<file>``, or an encoder / training checkpoint of any pretraining method (its architecture, e.g.
+MLVICX's context-bottleneck ResNet-18, is read from the checkpoint).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import DataLoader, Dataset
-from monai.transforms import Compose, EnsureTyped, Resized, SelectItemsd
+from monai.transforms import Compose, EnsureTyped, SelectItemsd
 from monai.utils import optional_import
 
 from modan_monai.data import MetadataVocabulary
 from modan_monai.data.readers import is_dicom_file
-from modan_monai.transforms import LoadManifestImaged, NormalizeByModalityd
+from modan_monai.networks.registry import build_encoder
+from modan_monai.transforms import load_preprocess_transforms
 from modan_monai.transforms.labels import DEFAULT_DICOM_TAGS
 
 umap, _HAS_UMAP = optional_import("umap")
@@ -31,7 +35,6 @@ pydicom, _HAS_PYDICOM = optional_import("pydicom")
 __all__ = [
     "embed_manifest",
     "embedding_transforms",
-    "encoder_from_spec",
     "export_projector",
     "extract_features",
     "metadata_pairs",
@@ -50,33 +53,9 @@ def embedding_transforms(image_size: int) -> Compose:
         image_size: side of the resized image (the encoder's training size).
     """
     return Compose(
-        [
-            LoadManifestImaged(keys="image"),
-            NormalizeByModalityd(keys="image"),
-            Resized(keys="image", spatial_size=(int(image_size), int(image_size))),
-            EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
-            SelectItemsd(keys="image"),
-        ]
+        load_preprocess_transforms("image", int(image_size))
+        + [EnsureTyped(keys="image", dtype=torch.float32, track_meta=False), SelectItemsd(keys="image")]
     )
-
-
-def encoder_from_spec(spec: str, stem: str = "3x3", logger: logging.Logger | None = None) -> torch.nn.Module:
-    """Build a :class:`~modan_monai.networks.ResNet18Encoder` initialised from ``spec``.
-
-    ``spec`` is ``scratch``, ``imagenet:<path>`` or a checkpoint path, as for
-    :func:`~modan_monai.networks.initialise_encoder`; an encoder checkpoint (``modan_monai.encoder.v1``) brings its
-    own stem, which then overrides ``stem``.
-    """
-    from modan_monai.networks import ENCODER_CHECKPOINT_FORMAT, ResNet18Encoder, initialise_encoder
-    from modan_monai.networks.checkpoint import read_checkpoint
-
-    if spec != "scratch" and not spec.startswith("imagenet:") and Path(spec).is_file():
-        checkpoint = read_checkpoint(spec)
-        if checkpoint.get("format") == ENCODER_CHECKPOINT_FORMAT:
-            stem = dict(checkpoint.get("encoder_kwargs") or {}).get("stem", stem)
-    encoder = ResNet18Encoder(stem=stem)
-    initialise_encoder(encoder, spec, logger=logger)
-    return encoder
 
 
 @torch.no_grad()
@@ -290,7 +269,7 @@ def embed_manifest(
     *,
     image_size: int = 64,
     batch_size: int = 64,
-    stem: str = "3x3",
+    stem: str | None = None,
     seed: int = 0,
     splits: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
@@ -305,11 +284,11 @@ def embed_manifest(
 
     Args:
         manifest: manifest CSV (volumes without ``index`` are expanded to their slices).
-        encoders: ``{name: spec}``, spec as for :func:`encoder_from_spec`.
+        encoders: ``{name: spec}``, spec as for :func:`~modan_monai.networks.registry.build_encoder`.
         out_dir: output folder.
         image_size: resize side.
         batch_size: batch size.
-        stem: encoder stem for specs that do not carry one.
+        stem: encoder stem; ``None``: the checkpoint's (``"3x3"`` for ``scratch`` and ImageNet weights).
         seed: UMAP seed.
         splits: manifest splits to use (default all rows).
         device: torch device.
@@ -319,14 +298,14 @@ def embed_manifest(
     Returns:
         ``{name: png path}``.
     """
-    from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest
+    from modan_monai.data import load_datalist
 
     log = logger or logging.getLogger("modan_monai.evaluation")
     if not encoders:
         raise ValueError("embed_manifest: at least one encoder is needed.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    datalist = expand_volume_slices(manifest_to_datalist(read_manifest(manifest), splits=splits), mode="all")
+    datalist = load_datalist(manifest, splits=splits)
     pairs = metadata_pairs(datalist)
     colours = pair_colours(pairs)
     meta = pd.DataFrame(
@@ -346,7 +325,7 @@ def embed_manifest(
     all_features: dict[str, np.ndarray] = {}
     for name, spec in encoders.items():
         log.info("embedding %d images with encoder %s (%s)", len(datalist), name, spec)
-        encoder = encoder_from_spec(spec, stem=stem, logger=log)
+        encoder = build_encoder(spec, stem=stem, logger=log)
         features = extract_features(encoder, datalist, transform, batch_size=batch_size, device=device,
                                     num_workers=num_workers)
         coords = umap_embed(features, seed=seed)

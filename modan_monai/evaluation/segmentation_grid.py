@@ -1,29 +1,30 @@
 """Few-shot segmentation experiments: the segment bundle over inits x training-set sizes x seeds, and the table.
 
 Adam-v2 (``../shared/papers``, JSRT heart / clavicle few-shot) and MLVICX compare encoders by training a U-Net
-on 3, 6, 12, 24 (or all) labelled images. Every run here is one ``python -m monai.bundle run`` of
-``bundles/segment/configs/train.json`` followed by its ``evaluate.json`` on the test split, in a subprocess (so
-runs can go in parallel and a crash names its log file). Each run's ``metrics.csv`` becomes one row of
-``results.csv``; a rerun skips the rows already there, so an interrupted grid resumes.
+on 3, 6, 12, 24 (or all) labelled images. Every run here is the segment bundle's ``run``
+(``monai.bundle.run``, what ``python -m monai.bundle run`` calls) of ``bundles/segment/configs/train.json``
+followed by its ``evaluate.json`` on the test split. Runs go to a pool of ``jobs`` worker processes (spawned once,
+so each pays the MONAI / torch import once, not every run), each run logging into its own ``run.log``, which also
+holds the equivalent ``python -m monai.bundle run`` commands; a failed run names its log file. Each run's
+``metrics.csv`` becomes one row of ``results.csv``; a rerun skips the rows already there, so an interrupted grid
+resumes.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
-import subprocess
+import multiprocessing
 import sys
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from modan_monai.networks.checkpoint import read_checkpoint
+from modan_monai.networks.registry import build_encoder
 
 __all__ = [
     "SEGMENTATION_RESULT_COLUMNS",
@@ -46,10 +47,12 @@ class SegmentationRun:
 
     Attributes:
         init: init name (table row), e.g. ``"mlvicx"``.
-        spec: ``scratch``, ``imagenet:<file>`` or an encoder checkpoint path.
-        arch: encoder architecture (``resnet18`` | ``cb_resnet18``).
+        spec: ``scratch``, ``imagenet:<file>`` or an encoder / training checkpoint path.
+        arch: registered encoder architecture (``resnet18``, ``cb_resnet18``, ...), as the registry reads it from
+            the checkpoint.
         n_train: few-shot training cases, or ``None`` for the whole training split.
         seed: subset and training seed.
+        stem: encoder stem passed to the bundle (the checkpoint's, or the one asked for).
     """
 
     init: str
@@ -57,6 +60,7 @@ class SegmentationRun:
     arch: str
     n_train: int | None
     seed: int
+    stem: str | None = None
 
     @property
     def name(self) -> str:
@@ -64,33 +68,36 @@ class SegmentationRun:
         return f"{self.init}/n{'all' if self.n_train is None else self.n_train}_s{self.seed}"
 
 
-def _arch_of(spec: str) -> str:
-    if spec == "scratch" or spec.startswith("imagenet:"):
-        return "resnet18"
-    checkpoint = read_checkpoint(spec)
-    arch = checkpoint.get("arch")
-    if arch is None:
-        raise ValueError(f"checkpoint {spec} has no 'arch' entry: pass the pretraining bundle's encoder.pt.")
-    return str(arch)
+def plan_runs(
+    inits: Mapping[str, str],
+    few_shot: Sequence[int | None],
+    seeds: Sequence[int],
+    stem: str | None = None,
+) -> list[SegmentationRun]:
+    """All runs of the grid, each init's encoder built once by the registry to read its architecture and stem.
 
-
-def plan_runs(inits: Mapping[str, str], few_shot: Sequence[int | None], seeds: Sequence[int]) -> list[SegmentationRun]:
-    """All runs of the grid, the architecture of each init read from its checkpoint.
+    Building the U-Net backbone of every init before any run starts (cheap: no training) makes a checkpoint that
+    does not fit fail here, naming the file and keys, instead of in each run's log.
 
     Args:
         inits: init name -> spec (see :func:`modan_monai.evaluation.parse_init_specs`).
         few_shot: training-set sizes; ``None`` for the whole training split.
         seeds: seeds (each size is drawn once per seed; the subsets of one seed are nested).
+        stem: encoder stem for every init; ``None``: each checkpoint's (``"3x3"`` for ``scratch`` / ImageNet).
 
     Returns:
         Runs ordered by seed, size, init (so a partial grid has every init at the sizes it reached).
 
     Raises:
-        ValueError: a checkpoint without an ``arch`` entry (the bundle needs it to build the U-Net's encoder).
+        FileNotFoundError: a checkpoint that does not exist.
+        ValueError: a checkpoint whose weights do not fit its (or the asked) architecture and stem.
     """
-    archs = {name: _arch_of(spec) for name, spec in inits.items()}
+    encoders: dict[str, tuple[str, str | None]] = {}
+    for name, spec in inits.items():
+        encoder = build_encoder(spec, unet_backbone=True, stem=stem, logger=logger)
+        encoders[name] = (encoder.init_report["arch"], getattr(encoder, "stem", None))
     return [
-        SegmentationRun(name, inits[name], archs[name], n, seed)
+        SegmentationRun(name, inits[name], encoders[name][0], n, seed, stem=encoders[name][1])
         for seed, n, name in itertools.product(seeds, few_shot, inits)
     ]
 
@@ -101,36 +108,66 @@ def _python_literal(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else value
 
 
-def _commands(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[str, Any]) -> list[list[str]]:
-    configs = bundle / "configs"
-    args = {
+def _bundle_args(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle ids of one run."""
+    return {
         **overrides,
         "init": run.spec,
         "arch": run.arch,
+        **({"stem": run.stem} if run.stem is not None else {}),
         "few_shot": run.n_train,
         "seed": run.seed,
         "output_dir": str(out),
         "bundle_root": str(bundle),
     }
+
+
+def _config_files(bundle: Path) -> list[list[str]]:
+    """Config files of the two steps of a run: train, then evaluate on the test split."""
+    configs = bundle / "configs"
+    return [[str(configs / "train.json")], [str(configs / "train.json"), str(configs / "evaluate.json")]]
+
+
+def _commands(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[str, Any]) -> list[list[str]]:
+    """The ``python -m monai.bundle run`` commands equivalent to one run (written into its ``run.log``)."""
+    args = _bundle_args(run, bundle, out, overrides)
     flags = [item for key, value in args.items() for item in (f"--{key}", _python_literal(value))]
-    base = [sys.executable, "-m", "monai.bundle", "run", "--logging_file", str(configs / "logging.conf")]
-    train = base + ["--config_file", str(configs / "train.json")] + flags
-    evaluate = base + ["--config_file", str([str(configs / "train.json"), str(configs / "evaluate.json")])] + flags
-    return [train, evaluate]
+    base = [sys.executable, "-m", "monai.bundle", "run", "--logging_file", str(bundle / "configs" / "logging.conf")]
+    return [
+        base + ["--config_file", files[0] if len(files) == 1 else str(files)] + flags for files in _config_files(bundle)
+    ]
 
 
 def _execute(run: SegmentationRun, bundle: Path, root: Path, overrides: Mapping[str, Any], threads: int) -> dict:
+    """Train and test one run in this (worker) process, logging into its ``run.log``; returns its result row.
+
+    Raises:
+        RuntimeError: naming the run and its log, whose end holds the traceback.
+    """
+    import torch
+    from monai.bundle import run as bundle_run
+
     out = root / run.name
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log_path = out / "run.log"
-    with open(log_path, "w") as log:
-        for command in _commands(run, bundle, out, overrides):
-            log.write("$ " + " ".join(command) + "\n")
-            log.flush()
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"segmentation run {run.name} failed (exit {done.returncode}); see {log_path}.")
+    handler = logging.FileHandler(log_path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    root_logger = logging.getLogger()
+    saved = root_logger.handlers[:], root_logger.level, torch.get_num_threads()
+    root_logger.handlers, root_logger.level = [handler], logging.INFO
+    torch.set_num_threads(threads)
+    try:
+        args = _bundle_args(run, bundle, out, overrides)
+        for files, command in zip(_config_files(bundle), _commands(run, bundle, out, overrides)):
+            logger.info("equivalent command: %s", " ".join(command))
+            bundle_run(config_file=files, logging_file=False, **args)  # this function owns the logging
+    except Exception as err:
+        logger.exception("segmentation run %s failed", run.name)
+        raise RuntimeError(f"segmentation run {run.name} failed ({type(err).__name__}); see {log_path}.") from err
+    finally:
+        handler.close()
+        root_logger.handlers, root_logger.level = saved[0], saved[1]
+        torch.set_num_threads(saved[2])
     metrics = pd.read_csv(out / "metrics.csv", header=None, index_col=0).iloc[:, 0].to_dict()
     keys = (run.init, run.spec, run.arch, "all" if run.n_train is None else run.n_train, run.seed)
     row = dict(zip(SEGMENTATION_RESULT_COLUMNS, keys))
@@ -152,14 +189,14 @@ def run_grid(
         out: output folder; run ``r`` writes ``<out>/<r.name>/`` (models, logs, ``metrics.csv``, ``run.log``).
         bundle: the segment bundle folder.
         overrides: bundle ids for every run (``manifest``, ``structures``, ``image_size``, ``epochs``, ...).
-        jobs: runs in parallel.
-        threads_per_job: ``OMP_NUM_THREADS`` of each run.
+        jobs: worker processes, i.e. runs in parallel.
+        threads_per_job: torch intra-op threads of each run.
 
     Returns:
         ``results.csv`` as a frame (all rows, old and new).
 
     Raises:
-        RuntimeError: when a run fails (naming its log); results of the other runs are kept.
+        RuntimeError: when a run fails (naming its log); the other runs finish and their results are kept.
     """
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -174,18 +211,27 @@ def run_grid(
                                  "initialisation another name or use a new output folder.")
     todo = [r for r in runs if (r.init, "all" if r.n_train is None else str(r.n_train), r.seed) not in done]
     logger.info("%d of %d segmentation runs to do in %s", len(todo), len(runs), root)
+    if not todo:
+        return pd.read_csv(results_path, dtype={"init": str, "n_train": str, "init_spec": str})
 
-    lock = threading.Lock()
-
-    def one(run: SegmentationRun) -> None:
-        row = _execute(run, Path(bundle), root, dict(overrides or {}), threads_per_job)
-        with lock:  # parallel runs append to one file
+    failures: dict[int, BaseException] = {}
+    # spawned workers: no fork of a process holding torch threads; each imports the package once
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=context) as pool:
+        futures: dict[Future, int] = {
+            pool.submit(_execute, run, Path(bundle), root, dict(overrides or {}), threads_per_job): i
+            for i, run in enumerate(todo)
+        }
+        for future in as_completed(futures):
+            try:
+                row = future.result()
+            except Exception as err:  # keep the other runs going; the first failure (in run order) is raised
+                failures[futures[future]] = err
+                continue
             pd.DataFrame([row]).to_csv(results_path, mode="a", header=not results_path.is_file(), index=False)
-        logger.info("%s: test_mean_dice %.4f", run.name, row.get("test_mean_dice", float("nan")))
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for future in [pool.submit(one, r) for r in todo]:
-            future.result()
+            logger.info("%s: test_mean_dice %.4f", todo[futures[future]].name, row.get("test_mean_dice", float("nan")))
+    if failures:
+        raise failures[min(failures)]
     return pd.read_csv(results_path, dtype={"init": str, "n_train": str, "init_spec": str})
 
 

@@ -1,10 +1,10 @@
-"""Encoders, heads and the encoder checkpoint format."""
+"""Encoders, heads, the encoder registry and the encoder checkpoint format."""
 
 from __future__ import annotations
 
 from .blocks import ContextBottleneck
 from .checkpoint import ENCODER_CHECKPOINT_FORMAT, load_encoder, load_encoder_state, read_checkpoint, save_encoder
-from .factory import build_classifier, checkpoint_architecture
+from .factory import build_classifier
 from .init import IMAGENET_PREFIX, initialise_encoder
 from .nets import (
     FLEXUNET_BACKBONES,
@@ -19,6 +19,16 @@ from .nets import (
     SegmentationUNet,
     flexunet_backbone,
 )
+from .registry import (
+    EncoderArchitecture,
+    UNetVariant,
+    build_encoder,
+    encoder_arch,
+    encoder_architectures,
+    register_encoder,
+    resolve_encoder,
+    unregister_encoder,
+)
 
 __all__ = [
     "ENCODER_CHECKPOINT_FORMAT",
@@ -28,18 +38,25 @@ __all__ = [
     "ClassificationModel",
     "ContextBottleneck",
     "ContrastiveModel",
+    "EncoderArchitecture",
     "Expander",
     "MLVICXModel",
     "MultiLevelAggregation",
     "ProjectionHead",
     "ResNet18Encoder",
     "SegmentationUNet",
+    "UNetVariant",
     "build_classifier",
-    "checkpoint_architecture",
+    "build_encoder",
+    "encoder_arch",
+    "encoder_architectures",
     "flexunet_backbone",
     "initialise_encoder",
     "load_encoder",
     "load_encoder_state",
     "read_checkpoint",
+    "register_encoder",
+    "resolve_encoder",
     "save_encoder",
+    "unregister_encoder",
 ]

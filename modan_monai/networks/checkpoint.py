@@ -4,16 +4,17 @@ An encoder checkpoint is a ``torch.save`` file holding one dict::
 
     {
         "format": "modan_monai.encoder.v1",       # ENCODER_CHECKPOINT_FORMAT
-        "arch": "resnet18",                       # or "cb_resnet18" (ENCODER_ARCHITECTURES)
+        "arch": "resnet18",                       # a registered architecture (modan_monai.networks.registry)
         "encoder_kwargs": {"spatial_dims": 2, "in_channels": 1, "stem": "3x3",
                            "act": ("relu", {"inplace": True}), "norm": "batch"},
-        "state_dict": {...},                       # ResNet18Encoder.state_dict() (conv1.*, bn1.*, layer1.* ...)
+        "state_dict": {...},                       # encoder.state_dict() (conv1.*, bn1.*, layer1.* ...)
         "metadata": {...},                         # free-form plain values: method, epoch, vocabulary, ...
     }
 
 It contains only tensors and plain Python values, so it is read with ``torch.load(weights_only=True)``.
 :func:`load_encoder_state` also accepts a full training checkpoint (a dict with a ``"network"`` entry holding
-the state dict of a ``ContrastiveModel`` / ``ClassificationModel``), keeping the ``encoder.`` entries.
+the state dict of a ``ContrastiveModel`` / ``MLVICXModel`` / ``ClassificationModel``), keeping the ``encoder.``
+entries. The encoder registry (:mod:`modan_monai.networks.registry`) maps ``arch`` to the class.
 """
 
 from __future__ import annotations
@@ -26,23 +27,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .nets.cb_resnet_encoder import CBResNet18Encoder
-from .nets.resnet_encoder import ResNet18Encoder
-
 __all__ = [
-    "ENCODER_ARCHITECTURES",
     "ENCODER_CHECKPOINT_FORMAT",
-    "encoder_arch",
     "load_encoder",
     "load_encoder_state",
     "read_checkpoint",
     "save_encoder",
+    "state_dict_problems",
 ]
 
 ENCODER_CHECKPOINT_FORMAT = "modan_monai.encoder.v1"
-#: checkpoint ``arch`` name -> encoder class
-_ARCHITECTURES: dict[str, type[ResNet18Encoder]] = {"resnet18": ResNet18Encoder, "cb_resnet18": CBResNet18Encoder}
-ENCODER_ARCHITECTURES: tuple[str, ...] = tuple(_ARCHITECTURES)
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 _MAX_NAMED_KEYS = 12
 
@@ -66,40 +60,29 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def _unwrap_encoder(model: nn.Module) -> ResNet18Encoder:
-    if isinstance(model, ResNet18Encoder):
-        return model
-    inner = getattr(model, "encoder", None)
-    if isinstance(inner, ResNet18Encoder):
-        return inner
+def _unwrap_encoder(model: nn.Module) -> tuple[nn.Module, str]:
+    """The registered encoder in ``model`` (itself or its ``.encoder``) and its ``arch`` name."""
+    from .registry import encoder_arch, encoder_architectures  # the registry imports this module
+
+    for candidate in (model, getattr(model, "encoder", None)):
+        if isinstance(candidate, nn.Module):
+            try:
+                return candidate, encoder_arch(candidate)
+            except ValueError:
+                continue
+    registered = ", ".join(f"{a.name} ({a.encoder_class.__name__})" for a in encoder_architectures().values())
     raise ValueError(
-        "save_encoder expects a ResNet18Encoder or a model with an .encoder ResNet18Encoder, "
-        f"got {type(model).__name__}."
+        f"save_encoder expects a registered encoder or a model whose .encoder is one, got {type(model).__name__}; "
+        f"registered (modan_monai.networks.registry): {registered}."
     )
-
-
-def encoder_arch(encoder: nn.Module) -> str:
-    """The checkpoint ``arch`` name of an encoder: ``"resnet18"`` or ``"cb_resnet18"``.
-
-    The most specific registered class in the encoder's class hierarchy decides (a subclass of
-    ``CBResNet18Encoder``, such as a U-Net backbone wrapper, is ``"cb_resnet18"``).
-
-    Raises:
-        ValueError: for an encoder that derives from no registered class.
-    """
-    names = {cls: name for name, cls in _ARCHITECTURES.items()}
-    for cls in type(encoder).__mro__:
-        if cls in names:
-            return names[cls]
-    raise ValueError(f"{type(encoder).__name__} is not a registered encoder architecture ({sorted(_ARCHITECTURES)}).")
 
 
 def save_encoder(encoder: nn.Module, path: str | Path, **metadata: Any) -> Path:
     """Write an encoder checkpoint (format ``ENCODER_CHECKPOINT_FORMAT``, see module docstring).
 
     Args:
-        encoder: a ``ResNet18Encoder`` / ``CBResNet18Encoder``, or a model whose ``.encoder`` is one
-            (``ContrastiveModel``, ``MLVICXModel``, ``ClassificationModel``).
+        encoder: a registered encoder (``ResNet18Encoder``, ``CBResNet18Encoder``, ...), or a model whose
+            ``.encoder`` is one (``ContrastiveModel``, ``MLVICXModel``, ``ClassificationModel``, ``SegmentationUNet``).
         path: output file (parent directories are created).
         metadata: plain values stored under ``"metadata"`` (e.g. ``method="mulsupcon", epoch=200``).
 
@@ -107,14 +90,14 @@ def save_encoder(encoder: nn.Module, path: str | Path, **metadata: Any) -> Path:
         The path written.
 
     Raises:
-        ValueError: when ``encoder`` has no ``ResNet18Encoder`` or a metadata value is not a plain value.
+        ValueError: when ``encoder`` holds no registered encoder or a metadata value is not a plain value.
     """
-    module = _unwrap_encoder(encoder)
+    module, arch = _unwrap_encoder(encoder)
     _check_plain(metadata, "save_encoder metadata")
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     checkpoint = {
         "format": ENCODER_CHECKPOINT_FORMAT,
-        "arch": encoder_arch(module),
+        "arch": arch,
         "encoder_kwargs": module.encoder_kwargs,
         "state_dict": state,
         "metadata": dict(metadata),
@@ -192,7 +175,6 @@ def _name_keys(keys: list[str]) -> str:
     return f"[{shown}{more}]"
 
 
-
 def state_dict_problems(
     expected: Mapping[str, torch.Tensor],
     state: Mapping[str, torch.Tensor],
@@ -226,6 +208,7 @@ def state_dict_problems(
     if strict and unexpected:
         problems.append(f"unexpected keys {_name_keys(unexpected)}")
     return missing, unexpected, problems
+
 
 def load_encoder_state(
     encoder: nn.Module,
@@ -267,15 +250,15 @@ def load_encoder_state(
     return {"missing": missing, "unexpected": unexpected}
 
 
-def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ResNet18Encoder:
+def load_encoder(path: str | Path) -> nn.Module:
     """Rebuild an encoder from an encoder checkpoint written by :func:`save_encoder` (strict loading).
 
-    The class is chosen by the checkpoint's ``arch`` (``"resnet18"``: ``ResNet18Encoder``, ``"cb_resnet18"``:
-    ``CBResNet18Encoder``).
+    The class is the registered architecture named by the checkpoint's ``arch`` (``"resnet18"``:
+    ``ResNet18Encoder``, ``"cb_resnet18"``: ``CBResNet18Encoder``, ...), built with its ``encoder_kwargs``; this is
+    :func:`modan_monai.networks.registry.build_encoder` restricted to encoder checkpoints.
 
     Args:
         path: encoder checkpoint file.
-        map_location: passed to ``torch.load``.
 
     Returns:
         The encoder with the stored weights, in training mode (call ``.eval()`` for inference).
@@ -284,18 +267,15 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
         FileNotFoundError: when the file does not exist.
         ValueError: when the file is not an encoder checkpoint (format/arch) or its weights do not match.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    from .registry import build_encoder  # the registry imports this module
+
+    checkpoint = read_checkpoint(path)
     if checkpoint.get("format") != ENCODER_CHECKPOINT_FORMAT:
         raise ValueError(
             f"checkpoint {path} is not an encoder checkpoint (format {checkpoint.get('format')!r}, expected "
-            f"{ENCODER_CHECKPOINT_FORMAT!r}); load training checkpoints with load_encoder_state."
+            f"{ENCODER_CHECKPOINT_FORMAT!r}); build an encoder from a training checkpoint with "
+            "modan_monai.networks.registry.build_encoder."
         )
-    arch = checkpoint.get("arch")
-    if arch not in _ARCHITECTURES:
-        raise ValueError(f"checkpoint {path}: unknown arch {arch!r}, known: {sorted(_ARCHITECTURES)}.")
-    kwargs = checkpoint.get("encoder_kwargs", {})
-    if not isinstance(kwargs, Mapping):
-        raise ValueError(f"checkpoint {path}: encoder_kwargs must be a dict, got {type(kwargs).__name__}.")
-    encoder = _ARCHITECTURES[arch](**kwargs)
-    load_encoder_state(encoder, checkpoint, strict=True)
-    return encoder
+    if "arch" not in checkpoint:
+        raise ValueError(f"checkpoint {path} has no 'arch' entry (save it with modan_monai.networks.save_encoder).")
+    return build_encoder(str(path))

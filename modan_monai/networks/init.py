@@ -15,6 +15,9 @@ Three sources are accepted by :func:`initialise_encoder`:
   :func:`~modan_monai.networks.load_encoder_state`.
 
 A checkpoint of another architecture is refused with a ``ValueError`` naming the mismatched keys.
+
+:func:`initialise_encoder` loads into an encoder that already exists; the encoder registry's
+:func:`~modan_monai.networks.registry.build_encoder` chooses and builds the architecture of a spec, then calls it.
 """
 
 from __future__ import annotations
@@ -27,14 +30,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import _extract_encoder_state, encoder_arch, load_encoder_state, read_checkpoint, state_dict_problems
+from .checkpoint import _extract_encoder_state, load_encoder_state, read_checkpoint, state_dict_problems
 
-__all__ = ["IMAGENET_PREFIX", "initialise_encoder"]
+__all__ = ["IMAGENET_PREFIX", "initialise_encoder", "parse_encoder_spec"]
 
 IMAGENET_PREFIX = "imagenet:"
 _IMAGENET_DROPPED = ("fc.weight", "fc.bias")
 #: encoder modules that a torchvision ResNet-18 has no weights for (MLVICX context bottlenecks): left random
 _NOT_IN_IMAGENET = ("context_blocks.",)
+
+
+def parse_encoder_spec(spec: str) -> tuple[str, Path | None]:
+    """Tell the three kinds of encoder spec apart.
+
+    Args:
+        spec: ``"scratch"``, ``"imagenet:<file>"`` or a checkpoint path (surrounding spaces are ignored, ``~`` is
+            expanded).
+
+    Returns:
+        ``("scratch", None)``, ``("imagenet", <file>)`` or ``("checkpoint", <file>)``.
+
+    Raises:
+        ValueError: when ``spec`` is not a non-empty string.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"init must be 'scratch', 'imagenet:<file>' or a checkpoint path, got {spec!r}.")
+    spec = spec.strip()
+    if spec == "scratch":
+        return "scratch", None
+    if spec.startswith(IMAGENET_PREFIX):
+        return "imagenet", Path(spec[len(IMAGENET_PREFIX) :]).expanduser()
+    return "checkpoint", Path(spec).expanduser()
 
 
 def _imagenet_state(encoder: nn.Module, path: Path, logger: logging.Logger) -> tuple[dict[str, torch.Tensor], list]:
@@ -84,6 +110,8 @@ def _imagenet_state(encoder: nn.Module, path: Path, logger: logging.Logger) -> t
 
 def _stem_hint(encoder: nn.Module, checkpoint: Mapping[str, Any]) -> str:
     """A hint naming the architecture / stem when an encoder checkpoint was trained with others, else ``""``."""
+    from .registry import encoder_arch  # the registry imports this module
+
     hints = []
     arch = checkpoint.get("arch")
     try:
@@ -103,9 +131,10 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
     """Initialise ``encoder`` in place from scratch, a pretraining checkpoint or local ImageNet weights.
 
     Args:
-        encoder: the encoder to initialise (a :class:`~modan_monai.networks.ResNet18Encoder` or
-            :class:`~modan_monai.networks.CBResNet18Encoder`; ImageNet weights leave the latter's context
-            bottlenecks at random initialisation).
+        encoder: the encoder to initialise (any registered architecture, e.g.
+            :class:`~modan_monai.networks.ResNet18Encoder` or :class:`~modan_monai.networks.CBResNet18Encoder`;
+            ImageNet weights leave the latter's context bottlenecks at random initialisation). To build the
+            architecture a checkpoint records, use :func:`~modan_monai.networks.registry.build_encoder`.
         init: ``"scratch"``, ``"imagenet:<path to a torchvision-style resnet18 state_dict>"``, or the path of an
             encoder checkpoint / full training checkpoint written by a pretraining bundle (see module docstring).
         logger: where to log what was loaded and re-initialised; default ``logging.getLogger(__name__)``.
@@ -119,16 +148,13 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
             shape-mismatched keys), or ``init`` is empty.
     """
     logger = logger or logging.getLogger(__name__)
-    if not isinstance(init, str) or not init.strip():
-        raise ValueError(f"init must be 'scratch', 'imagenet:<file>' or a checkpoint path, got {init!r}.")
-    init = init.strip()
+    kind, path = parse_encoder_spec(init)
     keys = list(encoder.state_dict())
-    if init == "scratch":
+    if kind == "scratch":
         logger.info(f"encoder initialised from scratch (random): {len(keys)} tensors")
         return {"source": "scratch", "loaded": [], "reinitialised": keys}
 
-    if init.startswith(IMAGENET_PREFIX):
-        path = Path(init[len(IMAGENET_PREFIX) :]).expanduser()
+    if kind == "imagenet":
         state, reinitialised = _imagenet_state(encoder, path, logger)
         encoder.load_state_dict(state, strict=False)
         loaded = [k for k in keys if k in state]
@@ -138,12 +164,11 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
         )
         return {"source": f"imagenet:{path}", "loaded": loaded, "reinitialised": reinitialised}
 
-    path = Path(init).expanduser()
     checkpoint = read_checkpoint(path)
     try:
         load_encoder_state(encoder, checkpoint, strict=True)
     except ValueError as err:
         raise ValueError(f"checkpoint {path}: {err}{_stem_hint(encoder, checkpoint)}") from err
-    kind = "encoder checkpoint" if "format" in checkpoint else "training checkpoint"
-    logger.info(f"encoder initialised from {kind} {path}: loaded all {len(keys)} tensors")
+    what = "encoder checkpoint" if "format" in checkpoint else "training checkpoint"
+    logger.info(f"encoder initialised from {what} {path}: loaded all {len(keys)} tensors")
     return {"source": str(path), "loaded": keys, "reinitialised": []}

@@ -20,12 +20,10 @@ from monai.transforms import (
     EnsureTyped,
     RandAffined,
     RandFlipd,
-    Resized,
     SelectItemsd,
 )
 
-from .intensity import NormalizeByModalityd
-from .io import LoadManifestImaged
+from .presets import load_preprocess_transforms
 
 __all__ = ["classification_postprocessing", "classification_transforms"]
 
@@ -38,11 +36,13 @@ def classification_transforms(
     keep_keys: Sequence[str] = (),
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     vocabulary: Any = None,
-    flip_axis: int = 1,
+    nan_policy: str = "error",
+    flip_axis: int = 0,
 ) -> Compose:
     """Load, normalise and resize a manifest row to a ``(1, S, S)`` float image (+ an int64 label).
 
-    ``LoadManifestImaged`` -> ``NormalizeByModalityd`` ([0, 1]) -> ``Resized`` (area) -> when ``augment``:
+    The shared preset (:func:`~modan_monai.transforms.load_preprocess_transforms`: ``LoadManifestImaged`` ->
+    ``NormalizeByModalityd`` ([0, 1]) -> ``Resized`` (area)) -> when ``augment``:
     ``RandFlipd`` (horizontal: along ``flip_axis``, p=0.5) and ``RandAffined`` (p=0.5, rotation +-10 degrees,
     scale +-10%) -> ``EnsureTyped`` (plain tensors) -> ``SelectItemsd`` (``image``, the label, ``keep_keys``).
 
@@ -55,8 +55,10 @@ def classification_transforms(
             ``"dataset"`` and ``"case_id"`` for exam-level metrics, ``"filename"`` to name predictions).
         ct_window: HU window of CT images.
         vocabulary: modality vocabulary (default vocabulary when ``None``).
-        flip_axis: spatial axis (MONAI ``spatial_axis``) of the horizontal flip: the width axis of the loaded
-            ``(C, H, W)`` images.
+        nan_policy: ``"error"`` (NaN/Inf pixels raise naming the row and file) or ``"replace"`` (see
+            :class:`~modan_monai.transforms.LoadManifestImaged`).
+        flip_axis: spatial axis (MONAI ``spatial_axis``) of the horizontal flip: 0, the width axis of the
+            readers' ``(C, x, y)`` images.
 
     Returns:
         A MONAI ``Compose``.
@@ -72,11 +74,9 @@ def classification_transforms(
     if flip_axis not in (0, 1):
         raise ValueError(f"flip_axis must be 0 or 1 (a spatial axis of a 2D image), got {flip_axis}.")
     size = (int(image_size), int(image_size))
-    transforms: list[Callable] = [
-        LoadManifestImaged(keys="image"),
-        NormalizeByModalityd(keys="image", vocabulary=vocabulary, ct_window=tuple(ct_window)),
-        Resized(keys="image", spatial_size=size, mode="area"),
-    ]
+    transforms: list[Callable] = load_preprocess_transforms(
+        "image", size, vocabulary=vocabulary, ct_window=tuple(ct_window), nan_policy=nan_policy
+    )
     if augment:
         transforms += [
             RandFlipd(keys="image", prob=0.5, spatial_axis=flip_axis),

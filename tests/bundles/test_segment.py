@@ -128,7 +128,7 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path: Path, demo: tuple[P
     path = save_encoder(CBResNet18Encoder(), tmp_path / "cb_encoder.pt")
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
-        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), init=str(path),
+        dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), init=str(path), arch="resnet18",
     )
     workflow.initialize()
     with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError

@@ -13,13 +13,12 @@ import torch
 from modan_monai.data import make_demo_corpus, manifest_to_datalist, read_manifest
 from modan_monai.evaluation import (
     embedding_transforms,
-    encoder_from_spec,
     extract_features,
     metadata_pairs,
     pair_colours,
     umap_embed,
 )
-from modan_monai.networks import ResNet18Encoder, save_encoder
+from modan_monai.networks import CBResNet18Encoder, ResNet18Encoder, build_encoder, save_encoder
 
 DEMO_PAIRS = {("CT", "chest"), ("CT", "head"), ("XR", "chest"), ("MR", "knee"), ("MR", "head"), ("CT", "abdomen"),
               ("US", "breast")}
@@ -62,14 +61,16 @@ def test_umap_is_seeded_and_checks_size() -> None:
 
 
 def test_embed_script_writes_maps_csv_and_projector(tmp_path: Path, demo_manifest: Path, load_script: Callable) -> None:
-    checkpoint = save_encoder(ResNet18Encoder(stem="7x7"), tmp_path / "encoder.pt")
-    assert encoder_from_spec(str(checkpoint)).stem == "7x7"  # the checkpoint's stem wins over the default
+    # an MLVICX encoder.pt (context-bottleneck ResNet-18, 7x7 stem): architecture and stem come from the checkpoint
+    checkpoint = save_encoder(CBResNet18Encoder(stem="7x7"), tmp_path / "encoder.pt", method="mlvicx")
+    built = build_encoder(str(checkpoint))
+    assert isinstance(built, CBResNet18Encoder) and built.stem == "7x7"
     script = load_script("embed")
     out = tmp_path / "emb"
-    rc = script.main(["--manifest", str(demo_manifest), "--encoder", "scratch", "--encoder", f"pre={checkpoint}",
+    rc = script.main(["--manifest", str(demo_manifest), "--encoder", "scratch", "--encoder", f"mlvicx={checkpoint}",
                       "--out", str(out), "--image-size", "32"])
     assert rc == 0
-    for name in ("scratch", "pre"):
+    for name in ("scratch", "mlvicx"):
         assert (out / f"{name}_umap.png").read_bytes()[:4] == b"\x89PNG"
         table = pd.read_csv(out / f"{name}_umap.csv")
         assert len(table) == 28 and {"row", "path", "modality", "anatomy", "pair", "x", "y"} <= set(table.columns)
@@ -77,6 +78,6 @@ def test_embed_script_writes_maps_csv_and_projector(tmp_path: Path, demo_manifes
         assert set(zip(table["modality"], table["anatomy"])) == DEMO_PAIRS
         assert np.load(out / f"{name}_features.npy").shape == (28, 512)
     config = (out / "projector" / "projector_config.pbtxt").read_text()
-    assert config.count("embeddings {") == 2 and "scratch" in config and "pre" in config
+    assert config.count("embeddings {") == 2 and "scratch" in config and "mlvicx" in config
     metadata = next((out / "projector").rglob("scratch/metadata.tsv")).read_text().splitlines()
     assert metadata[0].split("\t")[:3] == ["pair", "modality", "anatomy"] and len(metadata) == 29

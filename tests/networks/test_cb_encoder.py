@@ -15,7 +15,7 @@ from modan_monai.networks import (
     load_encoder,
     save_encoder,
 )
-from modan_monai.networks.checkpoint import encoder_arch
+from modan_monai.networks.registry import encoder_arch
 
 
 @pytest.mark.parametrize(

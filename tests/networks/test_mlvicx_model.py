@@ -59,7 +59,7 @@ def test_aggregation_parameters_are_optimised_and_change() -> None:
     assert agg_params and all(id(p) in optimised for p in agg_params)
     assert {id(p) for p in model.parameters()} == optimised
     before = [p.detach().clone() for p in agg_params]
-    loss = MLVICXLoss()(model(torch.randn(4, 2, 1, 32, 32)))
-    loss.backward()
+    terms = MLVICXLoss()(model(torch.randn(4, 2, 1, 32, 32)))  # {"loss": total, "<term>": ...}
+    terms["loss"].backward()
     optimizer.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, agg_params))

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from .cb_resnet_encoder import CBResNet18Encoder
-from .flexunet_encoders import (
-    FLEXUNET_BACKBONES,
-    FlexUNetCBResNet18Encoder,
-    FlexUNetResNet18Encoder,
-    SegmentationUNet,
-    flexunet_backbone,
-)
+from .flexunet_encoders import FLEXUNET_BACKBONES, SegmentationUNet, UNetVariant, flexunet_backbone
 from .heads import ClassificationModel, ContrastiveModel, ProjectionHead
 from .mlvicx import AGGREGATIONS, Expander, MLVICXModel, MultiLevelAggregation
 from .resnet_encoder import ResNet18Encoder
@@ -21,12 +15,11 @@ __all__ = [
     "ClassificationModel",
     "ContrastiveModel",
     "Expander",
-    "FlexUNetCBResNet18Encoder",
-    "FlexUNetResNet18Encoder",
     "MLVICXModel",
     "MultiLevelAggregation",
     "ProjectionHead",
     "ResNet18Encoder",
     "SegmentationUNet",
+    "UNetVariant",
     "flexunet_backbone",
 ]

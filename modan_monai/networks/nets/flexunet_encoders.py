@@ -1,8 +1,9 @@
-"""The project's encoders as MONAI ``FlexibleUNet`` backbones, and the segmentation U-Net built on them.
+"""The registered encoders as MONAI ``FlexibleUNet`` backbones, and the segmentation U-Net built on them.
 
-Every encoder the project pretrains is registered with MONAI's FlexibleUNet backbone registry
-(``monai.networks.blocks.BaseEncoder`` + ``FLEXUNET_BACKBONE.register_class``), one name per architecture and
-stem (:data:`FLEXUNET_BACKBONES`)::
+Every architecture of the encoder registry (:mod:`modan_monai.networks.registry`) that declares its feature maps
+gets one FlexibleUNet backbone class, derived here from the encoder class and registered with MONAI's backbone
+registry (``monai.networks.blocks.BaseEncoder`` + ``FLEXUNET_BACKBONE.register_class``), one name per variant
+(:data:`FLEXUNET_BACKBONES`). The built-in architectures give::
 
     modan_resnet18_3x3      modan_resnet18_7x7          (ResNet18Encoder)
     modan_cb_resnet18_3x3   modan_cb_resnet18_7x7       (CBResNet18Encoder, MLVICX context bottlenecks)
@@ -12,12 +13,14 @@ so ``FlexibleUNet(in_channels=1, out_channels=3, backbone="modan_resnet18_3x3")`
 encoder checkpoint (``conv1.*``, ``bn1.*``, ``layer1.*`` ...), and a pretrained encoder loads strictly with
 :func:`modan_monai.networks.load_encoder_state` or :func:`modan_monai.networks.initialise_encoder`.
 
-Stride-1 stem. MONAI's ``UNetDecoder`` upsamples the deepest of its ``n`` encoder maps ``n`` times by 2 (the last
-time without a skip), so the output has the input size only when the deepest map has stride ``2**n``:
+Which maps feed the decoder. MONAI's ``UNetDecoder`` upsamples the deepest of its ``n`` encoder maps ``n`` times
+by 2 (the last time without a skip), so the output has the input size only when the maps have strides
+``2, 4, ..., 2**n``. A variant declares the strides of its ``forward_features`` maps; leading stride-1 maps are
+not passed to the decoder:
 
-- ``7x7`` stem (stride 2 + max-pool): maps at strides 2, 4, 8, 16, 32 -> the encoder returns all five
+- ``7x7`` stem (stride 2 + max-pool): maps at strides 2, 4, 8, 16, 32 -> the backbone returns all five
   ``[stem, layer1, layer2, layer3, layer4]`` (like MONAI's own ``resnet18`` backbone);
-- ``3x3`` stem (stride 1 + max-pool): maps at strides 1, 2, 4, 8, 16 -> the encoder returns the four maps
+- ``3x3`` stem (stride 1 + max-pool): maps at strides 1, 2, 4, 8, 16 -> the backbone returns the four maps
   ``[layer1, layer2, layer3, layer4]`` (strides 2 ... 16); the decoder's last block upsamples stride 2 to the
   input size without a skip, exactly as it does for the 7x7 stem. The full-resolution stem map (one 3x3
   convolution of the image) is not a skip: with it, ``FlexibleUNet`` would output twice the input size.
@@ -29,6 +32,7 @@ the 7x7 stem; other sizes are padded inside the decoder with ``is_pad=True``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,27 +40,63 @@ from monai.networks.blocks import BaseEncoder
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE, FlexibleUNet
 from torch import nn
 
-from .cb_resnet_encoder import CBResNet18Encoder
-from .resnet_encoder import STEMS, ResNet18Encoder
-
 __all__ = [
     "FLEXUNET_BACKBONES",
-    "FlexUNetCBResNet18Encoder",
-    "FlexUNetResNet18Encoder",
     "SegmentationUNet",
+    "UNetVariant",
     "flexunet_backbone",
+    "register_flexunet_backbones",
+    "unregister_flexunet_backbones",
 ]
 
-#: channels of ``[stem, layer1, layer2, layer3, layer4]`` of both ResNet-18 encoders
-_CHANNELS: tuple[int, ...] = (64, 64, 128, 256, 512)
+#: maximum number of encoder maps ``FlexibleUNet`` accepts
+_MAX_UNET_MAPS = 5
+
+#: registered backbone name (``modan_<arch>_<variant>``) -> ``(arch, variant)``; kept in step with the encoder
+#: registry by :func:`register_flexunet_backbones` / :func:`unregister_flexunet_backbones`
+FLEXUNET_BACKBONES: dict[str, tuple[str, str]] = {}
 
 
-def flexunet_backbone(arch: str = "resnet18", stem: str = "3x3") -> str:
-    """The registered FlexibleUNet backbone name of an encoder architecture and stem.
+@dataclass(frozen=True)
+class UNetVariant:
+    """One FlexibleUNet backbone of an encoder architecture.
+
+    Attributes:
+        kwargs: constructor arguments that select the variant (e.g. ``{"stem": "3x3"}``); an encoder built with
+            these values (and any others) is this variant.
+        strides: stride of each ``forward_features`` map relative to the input (e.g. ``(1, 2, 4, 8, 16)``).
+    """
+
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    strides: tuple[int, ...] = ()
+
+    def unet_maps(self, where: str) -> int:
+        """Number of leading stride-1 maps the decoder does not take; checks that the rest halve in size.
+
+        Args:
+            where: names the variant in errors.
+
+        Raises:
+            ValueError: when the maps after the stride-1 ones are not at strides ``2, 4, ..., 2**n`` with
+                ``2 <= n <= 5``.
+        """
+        skip = sum(1 for s in self.strides if s == 1)
+        kept = tuple(self.strides[skip:])
+        wanted = tuple(2 ** (i + 1) for i in range(len(kept)))
+        if kept != wanted or not 2 <= len(kept) <= _MAX_UNET_MAPS:
+            raise ValueError(
+                f"{where}: feature map strides {tuple(self.strides)} do not fit FlexibleUNet: after the stride-1 maps "
+                f"they must be 2, 4, ..., 2**n with 2 <= n <= {_MAX_UNET_MAPS}."
+            )
+        return skip
+
+
+def flexunet_backbone(arch: str = "resnet18", variant: str = "3x3") -> str:
+    """The registered FlexibleUNet backbone name of an encoder architecture and variant.
 
     Args:
-        arch: ``"resnet18"`` or ``"cb_resnet18"`` (the ``arch`` recorded in encoder checkpoints).
-        stem: ``"3x3"`` or ``"7x7"``.
+        arch: a registered architecture (the ``arch`` recorded in encoder checkpoints).
+        variant: the variant name; ``"3x3"`` or ``"7x7"`` (the stem) for the ResNet-18 encoders.
 
     Returns:
         e.g. ``"modan_resnet18_3x3"``.
@@ -64,163 +104,158 @@ def flexunet_backbone(arch: str = "resnet18", stem: str = "3x3") -> str:
     Raises:
         ValueError: naming the known names, when no such backbone is registered.
     """
-    name = f"modan_{arch}_{stem}"
+    name = f"modan_{arch}_{variant}"
     if name not in FLEXUNET_BACKBONES:
         raise ValueError(
-            f"no FlexibleUNet backbone for arch={arch!r}, stem={stem!r}; registered: {sorted(FLEXUNET_BACKBONES)}."
+            f"no FlexibleUNet backbone for arch={arch!r}, variant={variant!r}; registered: "
+            f"{sorted(FLEXUNET_BACKBONES)}."
         )
     return name
 
 
 class _FlexUNetFeatures:
-    """Mixin giving a ResNet-18-style encoder the ``BaseEncoder`` class API and a feature-list ``forward``."""
+    """Mixin giving a registered encoder the ``BaseEncoder`` class API and a feature-list ``forward``.
+
+    The derived class sets ``arch``, ``feature_channels`` and ``variants`` (see
+    :func:`register_flexunet_backbones`).
+    """
 
     arch: str = ""
-    stem: str
+    feature_channels: tuple[int, ...] = ()
+    variants: Mapping[str, UNetVariant] = {}
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, pretrained: bool = False, **kwargs: Any) -> None:
+        if pretrained:
+            raise ValueError(
+                f"{type(self).__name__}: pretrained=True is not supported (nothing is downloaded); build with "
+                "pretrained=False and load an encoder checkpoint with "
+                "modan_monai.networks.registry.build_encoder(path, unet_backbone=True) or "
+                "modan_monai.networks.initialise_encoder(unet.encoder, path)."
+            )
+        super().__init__(spatial_dims=spatial_dims, in_channels=in_channels, **kwargs)  # type: ignore[call-arg]
+        own = self.encoder_kwargs  # type: ignore[attr-defined]
+        matches = [n for n, v in self.variants.items() if all(own.get(k) == x for k, x in v.kwargs.items())]
+        if not matches:
+            raise ValueError(
+                f"{type(self).__name__}: no FlexibleUNet variant of {self.arch!r} matches "
+                f"{ {k: own.get(k) for v in self.variants.values() for k in v.kwargs} }; variants: "
+                f"{ {n: dict(v.kwargs) for n, v in self.variants.items()} }."
+            )
+        self.variant = matches[0]
+        self.backbone_name = f"modan_{self.arch}_{self.variant}"
+        self._skip_maps = self.variants[self.variant].unet_maps(self.backbone_name)
 
     @classmethod
     def get_encoder_names(cls) -> list[str]:
-        """Registry names, one per stem: ``modan_<arch>_3x3``, ``modan_<arch>_7x7``."""
-        return [f"modan_{cls.arch}_{stem}" for stem in STEMS]
+        """Registry names, one per variant: ``modan_<arch>_<variant>``."""
+        return [f"modan_{cls.arch}_{name}" for name in cls.variants]
 
     @classmethod
     def get_encoder_parameters(cls) -> list[dict]:
         """Constructor arguments per registry name (FlexibleUNet overrides spatial_dims/in_channels/pretrained)."""
-        return [{"spatial_dims": 2, "in_channels": 1, "pretrained": False, "stem": stem} for stem in STEMS]
+        return [
+            {"spatial_dims": 2, "in_channels": 1, "pretrained": False, **dict(v.kwargs)} for v in cls.variants.values()
+        ]
 
     @classmethod
     def num_channels_per_output(cls) -> list[tuple[int, ...]]:
-        """Channels of the returned maps: 3x3 stem ``(64, 128, 256, 512)``, 7x7 stem ``(64, 64, 128, 256, 512)``."""
-        return [_CHANNELS[1:] if STEMS[stem][1] == 1 else _CHANNELS for stem in STEMS]
+        """Channels of the returned maps per variant (3x3 stem: 64, 128, 256, 512; 7x7: 64, 64, 128, 256, 512)."""
+        return [
+            tuple(cls.feature_channels[v.unet_maps(f"modan_{cls.arch}_{n}") :]) for n, v in cls.variants.items()
+        ]
 
     @classmethod
     def num_outputs(cls) -> list[int]:
-        """Number of returned maps: 4 for the stride-1 3x3 stem, 5 for the stride-2 7x7 stem."""
+        """Number of returned maps per variant (4 for the stride-1 3x3 stem, 5 for the stride-2 7x7 stem)."""
         return [len(c) for c in cls.num_channels_per_output()]
 
-    def _unet_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = self.forward_features(x)  # type: ignore[attr-defined]
-        return features[1:] if STEMS[self.stem][1] == 1 else features
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps for the U-Net decoder: ``forward_features(x)`` without its leading stride-1 maps.
+
+        Args:
+            x: ``(B, in_channels, *spatial)``.
+
+        Returns:
+            3x3 stem: ``[(B, 64, H/2, W/2), (B, 128, H/4, W/4), (B, 256, H/8, W/8), (B, 512, H/16, W/16)]``;
+            7x7 stem: ``[(B, 64, H/2, W/2), (B, 64, H/4, W/4), ..., (B, 512, H/32, W/32)]``.
+        """
+        return self.forward_features(x)[self._skip_maps :]  # type: ignore[attr-defined]
 
 
-def _refuse_pretrained(pretrained: bool, cls: str) -> None:
-    if pretrained:
-        raise ValueError(
-            f"{cls}: pretrained=True is not supported (nothing is downloaded); build with pretrained=False and load "
-            "an encoder checkpoint with modan_monai.networks.initialise_encoder(unet.encoder, path)."
-        )
+def register_flexunet_backbones(
+    arch: str,
+    encoder_class: type[nn.Module],
+    feature_channels: Sequence[int],
+    variants: Mapping[str, UNetVariant],
+) -> type[BaseEncoder]:
+    """Derive the FlexibleUNet backbone class of an encoder and register one backbone name per variant.
 
-
-class FlexUNetResNet18Encoder(_FlexUNetFeatures, ResNet18Encoder, BaseEncoder):
-    """:class:`~modan_monai.networks.nets.ResNet18Encoder` as a FlexibleUNet backbone (``modan_resnet18_<stem>``).
-
-    Same parameters and state-dict keys as ``ResNet18Encoder`` (so encoder checkpoints load strictly); only
-    ``forward`` differs: it returns the feature maps the U-Net decoder consumes (see the module docstring).
-
-    Args:
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        pretrained: must be False (FlexibleUNet passes it); load weights with ``initialise_encoder``.
-        stem: ``"3x3"`` (stride 1) or ``"7x7"`` (stride 2).
-        act: activation of the encoder (MONAI factory name or ``(name, kwargs)``).
-        norm: normalisation of the encoder.
-
-    Shapes:
-        ``(B, in_channels, H, W)`` -> 3x3 stem: ``[(B, 64, H/2, W/2), (B, 128, H/4, W/4), (B, 256, H/8, W/8),
-        (B, 512, H/16, W/16)]``; 7x7 stem: ``[(B, 64, H/2, W/2), (B, 64, H/4, W/4), ..., (B, 512, H/32, W/32)]``.
-
-    Raises:
-        ValueError: when ``pretrained`` is True or the stem is unknown.
-
-    Example:
-        >>> unet = FlexibleUNet(in_channels=1, out_channels=2, backbone="modan_resnet18_3x3")
-        >>> unet(torch.zeros(1, 1, 64, 64)).shape
-        torch.Size([1, 2, 64, 64])
-        >>> sorted(unet.encoder.state_dict()) == sorted(ResNet18Encoder().state_dict())
-        True
-    """
-
-    arch = "resnet18"
-
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        pretrained: bool = False,
-        stem: str = "3x3",
-        act: str | tuple = ("relu", {"inplace": True}),
-        norm: str | tuple = "batch",
-    ) -> None:
-        _refuse_pretrained(pretrained, type(self).__name__)
-        super().__init__(spatial_dims=spatial_dims, in_channels=in_channels, stem=stem, act=act, norm=norm)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
-        """Feature maps for the U-Net decoder (4 for the 3x3 stem, 5 for the 7x7 stem; see the class docstring)."""
-        return self._unet_features(x)
-
-
-class FlexUNetCBResNet18Encoder(_FlexUNetFeatures, CBResNet18Encoder, BaseEncoder):
-    """``CBResNet18Encoder`` (MLVICX, Singh et al. 2024) as a FlexibleUNet backbone (``modan_cb_resnet18_<stem>``).
-
-    Same parameters and state-dict keys as ``CBResNet18Encoder``; ``forward`` returns the context-refined maps the
-    U-Net decoder consumes (the same strides and channels as :class:`FlexUNetResNet18Encoder`).
+    Called by :func:`modan_monai.networks.registry.register_encoder`; use that.
 
     Args:
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        pretrained: must be False; load weights with ``initialise_encoder``.
-        stem: ``"3x3"`` or ``"7x7"``.
-        encoder_kwargs: further ``CBResNet18Encoder`` arguments (``reduction``, ``channel_gate``, ``act``,
-            ``norm``).
+        arch: architecture name (``modan_<arch>_<variant>`` backbone names).
+        encoder_class: the encoder; needs ``forward_features`` (a list of maps) and ``encoder_kwargs``.
+        feature_channels: channels of each ``forward_features`` map.
+        variants: variant name -> :class:`UNetVariant` (its strides have one entry per map).
+
+    Returns:
+        The backbone class: a subclass of ``encoder_class`` (same parameters and state-dict keys) whose ``forward``
+        returns the maps the decoder consumes and whose constructor takes FlexibleUNet's ``pretrained``.
 
     Raises:
-        ValueError: when ``pretrained`` is True or an argument is refused by ``CBResNet18Encoder``.
-
-    Example:
-        >>> unet = FlexibleUNet(in_channels=1, out_channels=2, backbone="modan_cb_resnet18_7x7")
-        >>> unet(torch.zeros(1, 1, 64, 64)).shape
-        torch.Size([1, 2, 64, 64])
+        ValueError: no variant, strides that do not match ``feature_channels`` or do not fit the decoder, or a
+            backbone name that is already registered.
     """
+    channels = tuple(int(c) for c in feature_channels)
+    if not variants:
+        raise ValueError(f"encoder {arch!r}: a FlexibleUNet backbone needs at least one variant.")
+    for name, variant in variants.items():
+        where = f"FlexibleUNet backbone modan_{arch}_{name}"
+        if len(variant.strides) != len(channels):
+            raise ValueError(
+                f"{where}: {len(variant.strides)} strides {tuple(variant.strides)} for {len(channels)} feature maps "
+                f"{channels}."
+            )
+        variant.unet_maps(where)
+        if f"modan_{arch}_{name}" in FLEXUNET_BACKBONE.register_dict:
+            raise ValueError(f"{where} is already registered with MONAI's FLEXUNET_BACKBONE.")
+    namespace = {
+        "arch": arch,
+        "feature_channels": channels,
+        "variants": dict(variants),
+        "__module__": __name__,
+        "__doc__": (
+            f"``{encoder_class.__name__}`` as a FlexibleUNet backbone (``modan_{arch}_<variant>``, variants "
+            f"{sorted(variants)}): same parameters and state-dict keys, ``forward`` returns the decoder's maps."
+        ),
+    }
+    backbone = type(f"FlexUNet{encoder_class.__name__}", (_FlexUNetFeatures, encoder_class, BaseEncoder), namespace)
+    FLEXUNET_BACKBONE.register_class(backbone)
+    FLEXUNET_BACKBONES.update({f"modan_{arch}_{name}": (arch, name) for name in variants})
+    return backbone
 
-    arch = "cb_resnet18"
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        pretrained: bool = False,
-        stem: str = "3x3",
-        **encoder_kwargs: Any,
-    ) -> None:
-        _refuse_pretrained(pretrained, type(self).__name__)
-        super().__init__(spatial_dims=spatial_dims, in_channels=in_channels, stem=stem, **encoder_kwargs)
+def unregister_flexunet_backbones(arch: str) -> None:
+    """Remove the FlexibleUNet backbones of ``arch`` from MONAI's registry and :data:`FLEXUNET_BACKBONES`.
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
-        """Refined feature maps for the U-Net decoder (4 for the 3x3 stem, 5 for the 7x7 stem)."""
-        return self._unet_features(x)
-
-
-_ENCODER_CLASSES: dict[str, type[nn.Module]] = {
-    "resnet18": FlexUNetResNet18Encoder,
-    "cb_resnet18": FlexUNetCBResNet18Encoder,
-}
-for _cls in _ENCODER_CLASSES.values():
-    FLEXUNET_BACKBONE.register_class(_cls)
-
-#: the registered backbone names -> (arch, stem)
-FLEXUNET_BACKBONES: dict[str, tuple[str, str]] = {
-    f"modan_{arch}_{stem}": (arch, stem) for arch in _ENCODER_CLASSES for stem in STEMS
-}
+    Args:
+        arch: architecture name; nothing happens when it has no backbones.
+    """
+    for name in [n for n, (a, _) in FLEXUNET_BACKBONES.items() if a == arch]:
+        FLEXUNET_BACKBONE.register_dict.pop(name, None)
+        del FLEXUNET_BACKBONES[name]
 
 
 class SegmentationUNet(FlexibleUNet):
-    """MONAI ``FlexibleUNet`` on a project encoder, optionally initialised from a checkpoint and frozen.
+    """MONAI ``FlexibleUNet`` on a registered encoder, initialised by the encoder registry and optionally frozen.
 
     Downstream segmentation of the pretraining papers (MLVICX, Adam-v2: "U-Net with the pretrained encoder,
-    frozen or fine-tuned"). The encoder is the registered backbone ``modan_<arch>_<stem>``; ``init`` is passed
-    to :func:`modan_monai.networks.initialise_encoder` (``"scratch"``, an encoder checkpoint ``encoder.pt``, a
-    pretraining training checkpoint, or ``"imagenet:<file>"``), which loads strictly and names the missing,
-    unexpected and shape-mismatched keys of a checkpoint made for another backbone.
+    frozen or fine-tuned"). The encoder is built by :func:`modan_monai.networks.registry.build_encoder` from
+    ``init`` (``"scratch"``, an encoder checkpoint ``encoder.pt``, a training checkpoint of any pretraining method
+    or ``"imagenet:<file>"``) as the FlexibleUNet backbone of its architecture: the architecture and its arguments
+    are read from the checkpoint unless ``arch`` / ``stem`` / ``encoder_kwargs`` say otherwise, and the weights
+    load strictly (a checkpoint made for another backbone raises a ``ValueError`` naming the missing, unexpected
+    and shape-mismatched keys).
 
     With ``freeze_encoder=True`` the encoder's parameters get ``requires_grad=False`` and it stays in eval mode
     (BatchNorm statistics fixed), only the decoder and the head are trained.
@@ -228,15 +263,20 @@ class SegmentationUNet(FlexibleUNet):
     Args:
         in_channels: image channels.
         out_channels: one logit channel per structure (multi-label, sigmoid) or per class.
-        arch: ``"resnet18"`` or ``"cb_resnet18"``.
-        stem: ``"3x3"`` or ``"7x7"``; must match the checkpoint's.
+        arch: a registered architecture (``"resnet18"``, ``"cb_resnet18"``, ...); ``None``: the checkpoint's
+            (``"resnet18"`` for ``"scratch"`` and ImageNet weights).
+        stem: ``"3x3"`` or ``"7x7"``; ``None``: the checkpoint's (``"3x3"`` otherwise).
         init: encoder initialisation (see above).
         freeze_encoder: freeze the encoder.
         spatial_dims: 2 or 3.
         encoder_kwargs: further encoder arguments (``act``, ``norm``; ``reduction``, ``channel_gate`` for
-            ``cb_resnet18``), when the checkpoint was trained with non-default ones.
+            ``cb_resnet18``) overriding the checkpoint's.
         decoder_channels: channels of the decoder blocks (truncated to the number of encoder maps).
         flexunet_kwargs: other ``FlexibleUNet`` arguments (``norm``, ``act``, ``dropout``, ``upsample`` ...).
+
+    Attributes:
+        init_report: what the registry loaded (``source``, ``arch``, ``encoder_kwargs``, ``loaded``,
+            ``reinitialised``).
 
     Shapes:
         ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)`` logits.
@@ -257,8 +297,8 @@ class SegmentationUNet(FlexibleUNet):
         self,
         in_channels: int = 1,
         out_channels: int = 1,
-        arch: str = "resnet18",
-        stem: str = "3x3",
+        arch: str | None = None,
+        stem: str | None = None,
         init: str = "scratch",
         freeze_encoder: bool = False,
         spatial_dims: int = 2,
@@ -266,24 +306,29 @@ class SegmentationUNet(FlexibleUNet):
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         **flexunet_kwargs: Any,
     ) -> None:
-        backbone = flexunet_backbone(arch, stem)
+        from modan_monai.networks.registry import build_encoder  # the registry imports this module
+
+        encoder = build_encoder(
+            init,
+            arch,
+            unet_backbone=True,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            stem=stem,
+            **dict(encoder_kwargs or {}),
+        )
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,
-            backbone=backbone,
+            backbone=encoder.backbone_name,
             pretrained=False,
             decoder_channels=tuple(decoder_channels),
             spatial_dims=spatial_dims,
             **flexunet_kwargs,
         )
-        if encoder_kwargs:
-            self.encoder = _ENCODER_CLASSES[arch](
-                spatial_dims=spatial_dims, in_channels=in_channels, stem=stem, **dict(encoder_kwargs)
-            )
-        from modan_monai.networks.init import initialise_encoder  # networks/__init__ imports this module
-
-        self.init_report = initialise_encoder(self.encoder, init)
-        self.arch, self.stem = arch, stem
+        self.encoder = encoder  # replaces FlexibleUNet's fresh encoder of the same backbone by the initialised one
+        self.init_report = encoder.init_report
+        self.arch, self.stem = encoder.init_report["arch"], getattr(encoder, "stem", None)
         self.freeze_encoder = bool(freeze_encoder)
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
