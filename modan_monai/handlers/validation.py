@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ignite.engine import Engine
+from monai.engines import Evaluator
 from monai.handlers import ValidationHandler
 
 from modan_monai.utils import preserved_rng_state
@@ -17,7 +18,8 @@ class RngPreservingValidationHandler(ValidationHandler):
     seed) and advances the validation transforms' own states. Run through this handler it changes
     neither the training run's random states nor, with ``preserve_validator_states``, those of
     the validation DataLoader, so random validation transforms repeat at every validation and a
-    resumed run validates as the uninterrupted one did. Same arguments as MONAI's handler, plus:
+    resumed run validates as the uninterrupted one did (this matters most for a validation at start,
+    ``exec_at_start``, which in a resumed run comes after the random states were restored).
 
     Args:
         interval: validate every N epochs (or iterations with ``epoch_level=False``).
@@ -34,7 +36,7 @@ class RngPreservingValidationHandler(ValidationHandler):
     def __init__(
         self,
         interval: int,
-        validator=None,  # noqa: ANN001 - monai.engines.Evaluator, typed by MONAI's handler
+        validator: Evaluator | None = None,
         epoch_level: bool = True,
         exec_at_start: bool = False,
         preserve_validator_states: bool = True,
