@@ -68,10 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines only at WARNING
-    for name in ("ignite", "StatsHandler", "modan_monai.progress", "modan_monai.handlers"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # (undone on return, so that a caller in the same process, e.g. a test, keeps its logging)
+    quiet = [logging.getLogger(n) for n in ("ignite", "StatsHandler", "modan_monai.progress", "modan_monai.handlers")]
+    levels = [logger.level for logger in quiet]
+
+    def warnings_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
         # MONAI's StatsHandler sets its logger back to INFO whenever one is built (once per fold): a filter stays
-        logging.getLogger(name).addFilter(lambda record: record.levelno >= logging.WARNING)
+        logger.addFilter(warnings_only)
     try:
         results = run_protocol(
             args.manifest, args.label_column, parse_init_specs(args.init), args.out, positive=args.positive,
@@ -85,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+            logger.removeFilter(warnings_only)
     print(f"{len(results)} fold results in {args.out}/results.csv; summary in {args.out}/summary.md")
     return 0
 
