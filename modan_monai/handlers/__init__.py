@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
+from .knn import KNNMonitor, knn_predict, preserve_random_state
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
+from .summary import PretrainingSummary
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler
 
 __all__ = [
     "EncoderCheckpointSaver",
+    "KNNMonitor",
     "KeepBestWeights",
     "LearningRateTensorBoardHandler",
     "PerImageDiceSaver",
+    "PretrainingSummary",
     "ProgressPrinter",
     "ResumeFromCheckpoint",
     "SegmentationOverlayHandler",
     "TrainingCheckpointSaver",
     "ViewsTensorBoardHandler",
+    "knn_predict",
     "latest_checkpoint",
+    "preserve_random_state",
 ]
