@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
-from .knn import KNNMonitor, knn_predict, preserve_random_state
+from .knn import KNNMonitor, knn_predict
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .summary import PretrainingSummary
@@ -24,5 +24,4 @@ __all__ = [
     "ViewsTensorBoardHandler",
     "knn_predict",
     "latest_checkpoint",
-    "preserve_random_state",
 ]

@@ -31,7 +31,7 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, Randomizable
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["BN_STATS", "KNNMonitor", "knn_predict", "preserve_random_state"]
+__all__ = ["BN_STATS", "KNNMonitor", "knn_predict"]
 
 #: how the monitor treats BatchNorm statistics (see :class:`KNNMonitor`)
 BN_STATS: tuple[str, ...] = ("auto", "recompute", "running")
@@ -101,8 +101,11 @@ def knn_predict(
 
 
 @contextlib.contextmanager
-def preserve_random_state(transforms: Sequence[Any] = ()) -> Iterator[None]:
+def _preserve_random_state(transforms: Sequence[Any] = ()) -> Iterator[None]:
     """Save the global random states on entry and restore them on exit.
+
+    (``modan_monai.utils.preserved_rng_state`` of the exact-resume work does the same for more objects; this
+    module keeps its own until that lands on main.)
 
     Covers Python's ``random``, NumPy's global generator, torch's CPU generator, every initialised CUDA
     device's generator and the ``R`` generators of the given MONAI ``Randomizable`` transforms, so that
@@ -149,10 +152,10 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 class KNNMonitor:
     """Log the k-NN accuracy of the metadata class on a held-out split during training.
 
-    Attach it to the training engine (a bundle's ``train#handlers``) **before** the checkpoint saver, so that
-    the value of an epoch is in the checkpoint written at the end of that epoch, and put the monitor itself in
-    the checkpoint's ``save_dict`` (it has ``state_dict`` / ``load_state_dict``): a resumed run then keeps the
-    history (epoch 0 included) and does not recompute it.
+    Attach it to the training engine (a bundle's ``train#handlers``) after the resume handler and put the monitor
+    in the checkpoint's ``save_dict`` (it has ``state_dict`` / ``load_state_dict``): a resumed run then keeps the
+    history (epoch 0 included) and does not recompute it. With a checkpoint saver that writes in attach order,
+    attach the monitor before it, so that the value of an epoch is in that epoch's checkpoint.
 
     At ``Events.STARTED`` (when the history is empty: a fresh run), at every ``interval``-th
     ``EPOCH_COMPLETED`` and at the last epoch, the monitor
@@ -342,7 +345,7 @@ class KNNMonitor:
         Returns:
             The fraction of query images whose predicted class equals their class.
         """
-        with preserve_random_state(self._random):
+        with _preserve_random_state(self._random):
             bank_images, bank_labels = self._images("bank")
             query_images, query_labels = self._images("query")
             with torch.no_grad():

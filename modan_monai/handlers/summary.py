@@ -40,7 +40,8 @@ class PretrainingSummary:
           next:               cd ../classify && python -m monai.bundle run --config_file configs/train.json --init ...
 
     Put it in the checkpoint's ``save_dict`` (``state_dict`` / ``load_state_dict``) so that a resumed run
-    still reports the loss of epoch 1.
+    still reports the loss of epoch 1, and attach it before a checkpoint saver that writes in attach order
+    (``modan_monai.handlers.TrainingCheckpointSaver`` moves its write last itself).
 
     Args:
         output_dir: folder of ``summary.json`` (the bundle's ``output_dir``).
@@ -86,10 +87,19 @@ class PretrainingSummary:
         self._count = 0
 
     def attach(self, engine: Engine) -> None:
-        """Accumulate the loss per iteration, close the epoch mean per epoch, write the summary at the end."""
+        """Accumulate the loss per iteration, close the epoch mean per epoch, write the summary at the end.
+
+        The end-of-run handler is registered when the run starts, so that it comes after every other
+        ``COMPLETED`` handler (the final ``encoder.pt`` write, the last k-NN value) whatever the handler order.
+        """
+        engine.add_event_handler(Events.STARTED, self._register_last)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _register_last(self, engine: Engine) -> None:
+        if engine.has_event_handler(self._completed, Events.COMPLETED):
+            engine.remove_event_handler(self._completed, Events.COMPLETED)
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _epoch_started(self, engine: Engine) -> None:

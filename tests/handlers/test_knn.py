@@ -13,7 +13,8 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, Lambdad, RandGaussianNoised
 from torch import nn
 
-from modan_monai.handlers import KNNMonitor, knn_predict, preserve_random_state
+from modan_monai.handlers import KNNMonitor, knn_predict
+from modan_monai.handlers.knn import _preserve_random_state
 
 
 def reference_knn(query: np.ndarray, bank: np.ndarray, labels: np.ndarray, num_classes: int, k: int, t: float) -> list:
@@ -204,7 +205,7 @@ def test_random_states_and_train_flags_unchanged(rows: list[dict[str, Any]]) -> 
     assert encoder.training and encoder.bn.training and not encoder.drop.training
 
 
-def test_preserve_random_state_restores_after_draws() -> None:
+def test_random_state_guard_restores_after_draws() -> None:
     transform = RandGaussianNoised(keys="image", prob=1.0)
 
     def seed_all() -> None:
@@ -216,7 +217,7 @@ def test_preserve_random_state_restores_after_draws() -> None:
     seed_all()
     expected = draw()
     seed_all()
-    with preserve_random_state([transform]):
+    with _preserve_random_state([transform]):
         draw(), torch.rand(3), transform.R.rand(4)
     assert draw() == expected
 
