@@ -29,7 +29,7 @@ def _anatomy(row: pd.Series, vocabulary: MetadataVocabulary) -> str:
 
 
 def demo_classification_manifest(
-    root: str | Path | None = None, size: int = 64, per_pair: int = 8, seed: int = 0
+    root: str | Path | None = None, size: int = 64, per_pair: int = 40, seed: int = 0
 ) -> str:
     """Write (or rewrite) the demo binary task "chest vs not chest" and return its manifest path.
 

@@ -64,3 +64,27 @@ def test_ensure_is_idempotent_and_rewrites_on_other_settings(demo: Path) -> None
 def test_per_pair_too_small(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="per_pair"):
         ensure_demo_corpus(tmp_path, per_pair=2)
+
+
+def test_val_split_holds_out_whole_cases_of_every_pair(tmp_path: Path) -> None:
+    frame = read_manifest(ensure_demo_corpus(tmp_path, size=32, per_pair=8))
+    assert set(frame["split"]) == {"train", "val"}
+    assert frame.groupby("case_id")["split"].nunique().max() == 1  # the slices of a volume stay together
+    pair = frame["case_id"].str.rsplit("-", n=1).str[0]
+    held_out = {name: int((rows.drop_duplicates("case_id")["split"] == "val").sum()) for name, rows in frame.groupby(pair)}
+    # 8 images per DICOM/PNG pair: round(0.25 * 8) = 2 held out; 2 NIfTI volumes per pair: 1 (at least one)
+    assert held_out == {"CT-CHEST": 2, "CT-HEAD": 2, "DX-CHEST": 2, "US-breast": 2, "MR-knee": 1, "MR-head": 1,
+                        "CT-abdomen": 1}
+    every = read_manifest(ensure_demo_corpus(tmp_path / "all", size=32, per_pair=4, val_fraction=0.0))
+    assert set(every["split"]) == {"train"}
+    with pytest.raises(ValueError, match="val_fraction"):
+        ensure_demo_corpus(tmp_path / "bad", size=32, per_pair=4, val_fraction=1.0)
+
+
+def test_acquisition_settings_vary_within_a_class(demo: Path) -> None:
+    """Images of one class differ in noise and field of view, not only by a shape jitter."""
+    load, norm = LoadManifestImaged(keys="image"), NormalizeByModalityd(keys="image")
+    rows = [r for r in manifest_to_datalist(read_manifest(demo)) if "us_breast" in r["image"]]
+    images = [np.asarray(norm(load(r))["image"])[0] for r in rows]
+    roughness = [float(np.abs(np.diff(im, axis=1)).mean()) for im in images]
+    assert max(roughness) > 1.5 * min(roughness)

@@ -1,0 +1,220 @@
+"""The end-of-run summary of a pretraining run: did it learn, where are the outputs, what to run next."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+from monai.handlers import from_engine
+
+from .knn import KNNMonitor
+
+__all__ = ["PretrainingSummary"]
+
+
+def _scalar(value: Any) -> float:
+    if isinstance(value, (list, tuple)):  # ``from_engine(keys)`` returns one value per key
+        value = value[0]
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+class PretrainingSummary:
+    """Log a short summary when training completes and write it as ``summary.json``.
+
+    The summary holds the epoch-mean training loss of the first and the last epoch (mean of
+    ``output_transform(engine.state.output)`` over the iterations of an epoch), the k-NN accuracy of the
+    first (epoch 0: the encoder before training) and the last evaluation of a :class:`KNNMonitor`, the
+    absolute paths of ``encoder.pt`` and of the TensorBoard logs, and the commands to run next, e.g.::
+
+        pretraining summary (modan_mulsupcon, 12/12 epochs)
+          loss (epoch mean):  3.412 (epoch 1) -> 2.207 (epoch 12)
+          k-NN accuracy:      0.452 (epoch 0) -> 0.881 (epoch 12)  ['val', k=20, majority class 0.167]
+          encoder:            /.../models/modan_mulsupcon/encoder.pt
+          TensorBoard:        tensorboard --logdir /.../models/modan_mulsupcon
+          next:               cd ../classify && python -m monai.bundle run --config_file configs/train.json --init ...
+
+    Put it in the checkpoint's ``save_dict`` (``state_dict`` / ``load_state_dict``) so that a resumed run
+    still reports the loss of epoch 1, and attach it before a checkpoint saver that writes in attach order
+    (``modan_monai.handlers.TrainingCheckpointSaver`` moves its write last itself).
+
+    Args:
+        output_dir: folder of ``summary.json`` (the bundle's ``output_dir``).
+        encoder_path: the encoder checkpoint the run writes (default ``output_dir/encoder.pt``).
+        tensorboard_dir: the TensorBoard log folder (default ``output_dir``).
+        knn_monitor: the run's :class:`KNNMonitor`, or ``None`` (no k-NN line).
+        method: method name shown in the summary.
+        next_commands: commands to suggest; ``{encoder}`` and ``{output_dir}`` are replaced by absolute paths.
+        output_transform: maps ``engine.state.output`` to the iteration loss (default ``output["loss"]``).
+        filename: name of the JSON file.
+        name: logger name.
+
+    Example:
+        >>> summary = PretrainingSummary("runs/demo", next_commands=["embed --encoder {encoder}"])
+        >>> summary.commands()[0].endswith("runs/demo/encoder.pt")
+        True
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        encoder_path: str | Path | None = None,
+        tensorboard_dir: str | Path | None = None,
+        knn_monitor: KNNMonitor | None = None,
+        method: str | None = None,
+        next_commands: Sequence[str] = (),
+        output_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),
+        filename: str = "summary.json",
+        name: str = "modan_monai.summary",
+    ) -> None:
+        self.output_dir = Path(output_dir).absolute()
+        self.encoder_path = Path(encoder_path).absolute() if encoder_path else self.output_dir / "encoder.pt"
+        self.tensorboard_dir = Path(tensorboard_dir).absolute() if tensorboard_dir else self.output_dir
+        self.knn_monitor = knn_monitor
+        self.method = method
+        self.next_commands = [str(c) for c in next_commands]
+        self.output_transform = output_transform
+        self.filename = filename
+        self.logger = logging.getLogger(name)
+        #: epoch -> mean training loss of that epoch
+        self.loss_history: dict[int, float] = {}
+        self._sum = 0.0
+        self._count = 0
+
+    def attach(self, engine: Engine) -> None:
+        """Accumulate the loss per iteration, close the epoch mean per epoch, write the summary at the end.
+
+        The end-of-run handler is registered when the run starts, so that it comes after every other
+        ``COMPLETED`` handler (the final ``encoder.pt`` write, the last k-NN value) whatever the handler order.
+        """
+        engine.add_event_handler(Events.STARTED, self._register_last)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _register_last(self, engine: Engine) -> None:
+        if engine.has_event_handler(self._completed, Events.COMPLETED):
+            engine.remove_event_handler(self._completed, Events.COMPLETED)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        self._sum += _scalar(self.output_transform(engine.state.output))
+        self._count += 1
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        if self._count:
+            self.loss_history[int(engine.state.epoch)] = self._sum / self._count
+
+    def _completed(self, engine: Engine) -> None:
+        summary = self.summary(epochs_completed=engine.state.epoch, max_epochs=engine.state.max_epochs)
+        self.write(summary)
+        self.logger.info(self.format(summary))
+
+    def commands(self) -> list[str]:
+        """The next commands with ``{encoder}`` and ``{output_dir}`` filled in."""
+        return [c.format(encoder=self.encoder_path, output_dir=self.output_dir) for c in self.next_commands]
+
+    def summary(self, epochs_completed: int | None = None, max_epochs: int | None = None) -> dict[str, Any]:
+        """The summary as a JSON-serialisable dictionary.
+
+        Args:
+            epochs_completed: epochs trained so far (shown as ``completed/max``).
+            max_epochs: epochs of the schedule.
+
+        Returns:
+            Keys ``method``, ``epochs_completed``, ``max_epochs``, ``loss`` (``first``, ``last``: ``{"epoch",
+            "value"}`` or ``None``; ``per_epoch``), ``knn`` (``None`` without a monitor, else ``split``,
+            ``bank_splits``, ``k``, ``temperature``, ``majority_rate``, ``first``, ``last``: ``{"epoch",
+            "accuracy"}``, ``per_epoch``), ``encoder``, ``encoder_exists``, ``tensorboard``, ``next``.
+        """
+        losses = dict(sorted(self.loss_history.items()))
+        loss_first = next(iter(losses.items()), None)
+        loss_last = next(reversed(losses.items()), None) if losses else None
+        knn: dict[str, Any] | None = None
+        if self.knn_monitor is not None:
+            history = dict(sorted(self.knn_monitor.history.items()))
+            first = next(iter(history.items()), None)
+            last = next(reversed(history.items()), None) if history else None
+            knn = {
+                "split": self.knn_monitor.query_split,
+                "bank_splits": list(self.knn_monitor.bank_splits),
+                "k": self.knn_monitor.k,
+                "temperature": self.knn_monitor.temperature,
+                "majority_rate": self.knn_monitor.majority_rate,
+                "first": None if first is None else {"epoch": first[0], "accuracy": first[1]},
+                "last": None if last is None else {"epoch": last[0], "accuracy": last[1]},
+                "per_epoch": {str(e): v for e, v in history.items()},
+            }
+        return {
+            "method": self.method,
+            "epochs_completed": epochs_completed,
+            "max_epochs": max_epochs,
+            "loss": {
+                "first": None if loss_first is None else {"epoch": loss_first[0], "value": loss_first[1]},
+                "last": None if loss_last is None else {"epoch": loss_last[0], "value": loss_last[1]},
+                "per_epoch": {str(e): v for e, v in losses.items()},
+            },
+            "knn": knn,
+            "encoder": str(self.encoder_path),
+            "encoder_exists": self.encoder_path.is_file(),
+            "tensorboard": str(self.tensorboard_dir),
+            "next": self.commands(),
+        }
+
+    @staticmethod
+    def format(summary: Mapping[str, Any]) -> str:
+        """The summary as the few lines that are logged."""
+        method = f"{summary['method']}, " if summary.get("method") else ""
+        lines = [f"pretraining summary ({method}{summary['epochs_completed']}/{summary['max_epochs']} epochs)"]
+        loss = summary["loss"]
+        if loss["first"] is not None:
+            lines.append(
+                f"  loss (epoch mean):  {loss['first']['value']:.3f} (epoch {loss['first']['epoch']}) -> "
+                f"{loss['last']['value']:.3f} (epoch {loss['last']['epoch']})"
+            )
+        else:
+            lines.append("  loss (epoch mean):  no epoch completed")
+        knn = summary.get("knn")
+        if knn is not None and knn["first"] is not None:
+            majority = "" if knn["majority_rate"] is None else f", majority class {knn['majority_rate']:.3f}"
+            lines.append(
+                f"  k-NN accuracy:      {knn['first']['accuracy']:.3f} (epoch {knn['first']['epoch']}) -> "
+                f"{knn['last']['accuracy']:.3f} (epoch {knn['last']['epoch']})  ['{knn['split']}', k={knn['k']}{majority}]"
+            )
+        missing = "" if summary["encoder_exists"] else "  (not written)"
+        lines.append(f"  encoder:            {summary['encoder']}{missing}")
+        lines.append(f"  TensorBoard:        tensorboard --logdir {summary['tensorboard']}")
+        for i, command in enumerate(summary["next"]):
+            lines.append(f"  {'next:' if i == 0 else '':<20}{command}")
+        return "\n".join(lines)
+
+    def write(self, summary: Mapping[str, Any]) -> Path:
+        """Write ``summary`` to ``output_dir/filename`` atomically (temporary file, then ``os.replace``).
+
+        Returns:
+            The path written.
+        """
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / self.filename
+        fd, tmp = tempfile.mkstemp(suffix=".json", dir=self.output_dir)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(summary, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        """The per-epoch losses (for the training checkpoint)."""
+        return {"loss_history": dict(self.loss_history)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the per-epoch losses written by :meth:`state_dict`."""
+        self.loss_history = {int(e): float(v) for e, v in dict(state_dict.get("loss_history", {})).items()}

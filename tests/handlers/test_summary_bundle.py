@@ -1,0 +1,81 @@
+"""The pretraining bundle's k-NN monitor and run summary, run in process on a tiny demo corpus (1 epoch, then resumed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from modan_monai.data import ensure_demo_corpus
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "pretrain"
+TINY = {"image_size": 32, "batch_size": 8, "log_interval": 100, "knn_interval": 1}
+
+
+def run_bundle(demo: Path, out: Path, **overrides: object) -> ConfigWorkflow:
+    flow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(demo),
+        manifest=str(demo / "manifest.csv"),
+        output_dir=str(out),
+        **{**TINY, **overrides},
+    )
+    flow.initialize()
+    flow.run()
+    flow.finalize()
+    return flow
+
+
+def test_tiny_run_prints_summary_writes_json_and_resume_keeps_epoch_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    demo = tmp_path / "demo"
+    ensure_demo_corpus(demo, size=32, per_pair=4)
+    out = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        run_bundle(demo, out, epochs=1)
+    log = caplog.text
+    assert "k-NN accuracy epoch 0:" in log and "k-NN accuracy epoch 1:" in log and "'val' images" in log
+    assert "pretraining summary (modan_mulsupcon, 1/1 epochs)" in log
+    assert "loss (epoch mean):" in log and "k-NN accuracy:" in log
+    assert f"encoder:            {out.absolute() / 'encoder.pt'}" in log
+    assert "--init " + str(out.absolute() / "encoder.pt") + " --image_size 32" in log
+    first = json.loads((out / "summary.json").read_text())
+    assert first["encoder_exists"] and first["loss"]["first"]["epoch"] == 1
+    assert sorted(first["knn"]["per_epoch"]) == ["0", "1"] and first["knn"]["split"] == "val"
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_bundle(demo, out, epochs=2)
+    log = caplog.text
+    assert "resuming from" in log
+    assert "k-NN accuracy epoch 0:" not in log and "k-NN accuracy epoch 2:" in log  # epoch 0 came from the checkpoint
+    second = json.loads((out / "summary.json").read_text())
+    assert second["knn"]["per_epoch"]["0"] == first["knn"]["per_epoch"]["0"]
+    assert second["loss"]["first"] == first["loss"]["first"] and second["loss"]["last"]["epoch"] == 2
+    assert "pretraining summary (modan_mulsupcon, 2/2 epochs)" in log
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = []
+    for events in sorted(out.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if "knn/accuracy" in acc.Tags()["scalars"]:
+            scalars += [e.step for e in acc.Scalars("knn/accuracy")]
+    assert sorted(scalars) == [0, 1, 2]
+
+
+def test_missing_held_out_split_names_the_config_id(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    ensure_demo_corpus(demo, size=32, per_pair=4)
+    with pytest.raises(Exception) as err:
+        run_bundle(demo, tmp_path / "run", epochs=1, knn_split="holdout")
+    message = f"{err.value} {err.value.__cause__}"
+    assert "held-out split 'holdout' (config id 'knn_split') has no rows" in message and "knn_interval" in message
