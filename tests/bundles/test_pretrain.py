@@ -183,7 +183,10 @@ def test_non_finite_loss_stops_the_run_naming_term_iteration_and_files(
     tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str]
 ) -> None:
     out = tmp_path / "nan"
-    log = run_train(bundle_cli, out, demo_dir, "mlvicx.json", check=False, base_learning_rate=1e30, warmup_epochs=0)
+    # three iterations: the first step at lr 1e30 makes the second loss non-finite
+    log = run_train(
+        bundle_cli, out, demo_dir, "mlvicx.json", check=False, base_learning_rate=1e30, warmup_epochs=0, batch_size=8
+    )
     last = log.strip().splitlines()[-1]
     assert last.startswith("FloatingPointError: loss term '") and "iteration" in last
     assert "manifest " in last and " row " in last and str(demo_dir) in last
