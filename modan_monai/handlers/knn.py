@@ -167,7 +167,7 @@ class KNNMonitor:
        uses the encoder's running statistics as they are (as solo-learn does); ``"recompute"`` evaluates a copy of
        the encoder whose statistics are first recomputed on the bank ("precise BN"); ``"auto"`` (default)
        recomputes only when a BatchNorm layer has never tracked a batch (``num_batches_tracked == 0``: the
-       encoder before training, whose "statistics" are the initial 0 / 1 placeholders, which would understate its
+       encoder before training, whose running statistics are still their initial values 0 / 1, which would understate its
        accuracy and so overstate the rise) and uses the running statistics afterwards, as a downstream user of
        ``encoder.pt`` in eval mode would;
     3. predicts each query's class with :func:`knn_predict` and logs the accuracy (with the majority-class
