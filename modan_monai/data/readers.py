@@ -28,6 +28,13 @@ Every reader returns a float32 array plus a metadata dictionary with the same se
 empty strings where a format has no such field), so that images of different formats can be collated into one
 batch (``monai.data.utils.collate_meta_tensor`` keeps only the keys common to a batch and cannot collate ``None``).
 The readers also work with MONAI's ``LoadImage(reader=...)``.
+
+**Non-finite pixels.** :func:`read_image_row` (and so ``LoadManifestImaged``) checks every decoded image, whatever
+its format, with :func:`replace_non_finite`: NaN / +-Inf in a float TIFF, a NIfTI, a float ``.npy`` / ``.npz``, a
+DICOM with Float Pixel Data, or a DICOM whose rescale overflows float32 raise a ``ValueError`` naming the manifest
+row and the file (``nan_policy="replace"`` writes ``fill_value`` instead and logs the count). PNG, JPEG and BMP hold
+integers only. A row whose path is a folder, and an ``.npz`` row without ``index`` whose array is a stack of images,
+raise a ``ValueError`` naming the row and the file.
 """
 
 from __future__ import annotations
@@ -198,6 +205,8 @@ def _to_grey(arr: np.ndarray, channel_axis: int = -1) -> tuple[np.ndarray, str]:
 
 
 def _check_file(name: str | os.PathLike, what: str) -> None:
+    if Path(name).is_dir():
+        raise ValueError(f"{name}: is a directory, not a {what} file")
     if not Path(name).is_file():
         raise FileNotFoundError(f"{what} file not found: {name}")
 
@@ -364,7 +373,8 @@ class DicomReader(ImageReader):
             if has_lut or "RescaleSlope" in ds or "RescaleIntercept" in ds:
                 arr = apply_modality_lut(arr, ds)
                 rescaled = True
-        arr = np.asarray(arr, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a rescale beyond float32 gives +-Inf, reported by read_image_row
+            arr = np.asarray(arr, dtype=np.float32)
         if self.invert_monochrome1 and photometric == "MONOCHROME1":
             lo, hi = self._value_range(ds, arr, rescaled)
             arr = np.float32(lo + hi) - arr
@@ -901,7 +911,8 @@ def read_image_row(
 
     Raises:
         FileNotFoundError: the file does not exist (message names manifest row and path).
-        ValueError: unsupported suffix, undecodable file, bad ``key``/``index``, or NaN/Inf pixels with
+        ValueError: the path is a directory, unsupported suffix, undecodable file, bad ``key``/``index`` (an
+            ``.npz`` row whose array is a stack of images needs ``index``), or NaN/Inf pixels with
             ``nan_policy="error"`` (message names manifest row and path).
     """
     ctx = row_context(row)
@@ -914,6 +925,8 @@ def read_image_row(
     index = _optional_int(row.get("index"), f"{ctx}{path}: 'index'")
     key = row.get("key")
     key = None if key is None or (isinstance(key, float) and np.isnan(key)) or str(key).strip() == "" else str(key)
+    if Path(path).is_dir():
+        raise ValueError(f"{ctx}{path}: is a directory, not an image file (a manifest row names one file)")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{ctx}file not found: {path}")
     reader = select_reader(path, key=key, index=index)
@@ -924,7 +937,13 @@ def read_image_row(
             f"{', '.join(DICOM_SUFFIXES + NIFTI_SUFFIXES + PIL_SUFFIXES + ('.npz', '.npy'))}"
         )
     try:
-        arr, meta = reader.get_data(reader.read(path))
+        data = reader.read(path)
+        if isinstance(reader, NpzReader) and index is None and data[2].ndim >= 3:
+            raise ValueError(
+                f"{path}: array {data[1]!r} of shape {data[2].shape} holds {data[2].shape[0]} images and the row has "
+                "no 'index': the index column is required for .npz rows (the image's position in the array)"
+            )
+        arr, meta = reader.get_data(data)
     except (ValueError, FileNotFoundError) as e:
         msg = str(e) if path in str(e) else f"{path}: {e}"
         error_type = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ pydicom, _HAS_PYDICOM = optional_import("pydicom")
 __all__ = ["SLICE_MODES", "expand_volume_slices", "volume_num_slices"]
 
 SLICE_MODES: tuple[str, ...] = ("all", "central", "random")
+
+logger = logging.getLogger(__name__)
 
 
 def volume_num_slices(path: str | Path) -> int | None:
@@ -76,7 +79,8 @@ def expand_volume_slices(
         image_key: key holding the file path.
 
     Returns:
-        a new list of dictionaries; every expanded row also carries ``num_slices``.
+        a new list of dictionaries; every expanded row also carries ``num_slices``. When some rows are volumes,
+        the counts (volume rows, slice rows, rows per split) are logged at INFO.
 
     Raises:
         ValueError: unknown ``mode``, ``k`` < 1, or an unreadable volume (names the manifest row).
@@ -91,6 +95,7 @@ def expand_volume_slices(
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     out: list[dict] = []
+    volumes = slices = 0
     for row in datalist:
         ctx = row_context(row)
         index = _optional_int(row.get("index"), f"{ctx}'index'")
@@ -107,8 +112,10 @@ def expand_volume_slices(
         if n is None:
             out.append(dict(row))
             continue
+        volumes += 1
         if mode == "random":
             out.append({**row, "index": None, "num_slices": n})
+            slices += 1
             continue
         if mode == "all":
             indices = range(n)
@@ -117,4 +124,15 @@ def expand_volume_slices(
             start = (n - kk) // 2
             indices = range(start, start + kk)
         out.extend({**row, "index": i, "num_slices": n} for i in indices)
+        slices += len(indices)
+    if volumes:
+        manifests = sorted({str(r["manifest"]) for r in datalist if r.get("manifest")})
+        origin = f"manifest {', '.join(manifests)}" if manifests else "datalist"
+        splits: dict[str, int] = {}
+        for r in out:
+            splits[str(r.get("split"))] = splits.get(str(r.get("split")), 0) + 1
+        per_split = ", ".join(f"{s} {c}" for s, c in splits.items())
+        what = "row(s), slice drawn at load time" if mode == "random" else "slice row(s)"
+        logger.info("%s: %d volume row(s) expanded into %d %s (slice mode %r); datalist of %d row(s) (%s).",
+                    origin, volumes, slices, what, mode, len(out), per_split)
     return out

@@ -172,3 +172,65 @@ def test_load_datalist_errors_name_the_problem(volume_manifest, tmp_path):
         load_datalist(volume_manifest, slice_mode="middle")
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         load_datalist(tmp_path / "nope.csv")
+
+
+# --- validation at read time: nothing is dropped in silence -------------------------------------------------------
+
+
+def test_split_outside_train_val_test_names_rows_and_allowed_values(tmp_path):
+    manifest = _make(tmp_path, [_row(0), _row(1, split="training")] + [_row(i, split="Val") for i in range(2, 14)])
+    with pytest.raises(ValueError) as err:
+        read_manifest(manifest)
+    msg = str(err.value)
+    assert msg.startswith(f"manifest {manifest.resolve()}: 13 row(s) have a split value outside "
+                          "('train', 'val', 'test'): row 1 'training'; row 2 'Val';")
+    assert "(+3 more)" in msg and "Values found: ['Val', 'training']" in msg
+    builder_frame = pd.DataFrame([_row(0, split="dev")])  # a frame that never went through read_manifest
+    with pytest.raises(ValueError, match=r"manifest frame: 1 row\(s\) have a split value .*row 0 'dev'"):
+        manifest_to_datalist(builder_frame)
+
+
+def test_duplicate_entries_error_or_warn(tmp_path, caplog):
+    rows = [_row(0), _row(1), _row(0, case_id="x"), _row(2, index=1), _row(2, index=1), _row(2, index=2)]
+    manifest = _make(tmp_path, rows)
+    with pytest.raises(ValueError) as err:
+        read_manifest(manifest)
+    msg = str(err.value)
+    assert f"manifest {manifest.resolve()}: 2 image entries (path, key, index) listed on more than one row" in msg
+    assert f"rows 0, 2: {(tmp_path / 'img/0.png').resolve()}" in msg and "rows 3, 4: " in msg and " index 1" in msg
+    assert "duplicates='warn'" in msg
+    with caplog.at_level("WARNING", logger="modan_monai.data.manifest"):
+        df = read_manifest(manifest, duplicates="warn")
+        items = manifest_to_datalist(df)  # the policy travels with the frame: no second check
+    assert len(items) == 6 and caplog.text.count("listed on more than one row") == 1
+    assert len(load_datalist(manifest, duplicates="warn")) == 6
+    with pytest.raises(ValueError, match="listed on more than one row"):
+        manifest_to_datalist(df, duplicates="error")
+
+
+def test_datalist_counts_logged(volume_manifest, caplog):
+    with caplog.at_level("INFO", logger="modan_monai.data"):
+        rows = load_datalist(volume_manifest, splits=["train", "val"], slice_mode="central", central_slices=2)
+    assert len(rows) == 3 + 4
+    assert f"manifest {volume_manifest.resolve()}: 6 row(s) (train 4, val 1, test 1); datalist of split(s) " \
+           "['train', 'val']: 5 row(s)." in caplog.text
+    assert "2 volume row(s) expanded into 4 slice row(s) (slice mode 'central'); datalist of 7 row(s) " \
+           "(train 6, val 1)." in caplog.text
+
+
+def test_directory_row_and_npz_row_without_index_name_row_and_file(tmp_path):
+    manifest = _make(tmp_path, [_row(0), _row(1, path="img/series_001")])
+    (tmp_path / "img" / "series_001").unlink()
+    (tmp_path / "img" / "series_001").mkdir()
+    folder = (tmp_path / "img" / "series_001").resolve()
+    with pytest.raises(ValueError, match=rf"m\.csv row 1: column 'path' names a directory, not a file: {folder} "):
+        read_manifest(manifest)
+    manifest = _make(tmp_path, [_row(0, path="img/pneumoniamnist.npz", key="train_images", index=0),
+                                _row(1, path="img/pneumoniamnist.npz", key="train_images")], name="n.csv")
+    np.savez(tmp_path / "img" / "pneumoniamnist.npz", train_images=np.zeros((3, 4, 4), np.uint8))
+    with pytest.raises(ValueError) as err:
+        read_manifest(manifest)
+    assert str(err.value).startswith(f"manifest {manifest.resolve()} row 1: "
+                                     f"{(tmp_path / 'img/pneumoniamnist.npz').resolve()}: array 'train_images' of "
+                                     "shape (3, 4, 4) holds 3 images and the row has no 'index': the index column "
+                                     "is required for .npz rows")

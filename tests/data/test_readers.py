@@ -545,3 +545,26 @@ def test_non_finite_pixels_replaced_on_request(tmp_path, fmt, caplog):
 def test_unknown_nan_policy():
     with pytest.raises(ValueError, match=r"nan_policy must be one of \('error', 'replace'\)"):
         read_image_row({"image": "x.png"}, nan_policy="ignore")
+
+
+def test_dicom_rescale_overflowing_float32_is_non_finite(tmp_path):
+    path = write_dicom(tmp_path / "a.dcm", np.array([[0, 1], [2, 60000]], np.uint16), RescaleSlope="1e35",
+                       RescaleIntercept="0")
+    with pytest.raises(ValueError, match=r"row 2: .*a\.dcm: image has 1 non-finite pixel value\(s\) of 4 "
+                                         r"\(NaN 0, \+Inf 1, -Inf 0\)"):
+        read_image_row({"image": str(path), "manifest": "m.csv", "row": 2})
+
+
+def test_directory_and_npz_stack_without_index_name_row_and_file(tmp_path):
+    (tmp_path / "scans.png").mkdir()
+    with pytest.raises(ValueError) as err:
+        read_image_row({"image": str(tmp_path / "scans.png"), "manifest": "m.csv", "row": 3})
+    assert str(err.value).startswith(f"manifest m.csv row 3: {tmp_path / 'scans.png'}: is a directory, not an image")
+    path = tmp_path / "pneumoniamnist.npz"
+    np.savez(path, train_images=np.zeros((4, 5, 6), np.uint8), single=np.zeros((5, 6), np.uint8))
+    with pytest.raises(ValueError) as err:
+        read_image_row({"image": str(path), "key": "train_images", "manifest": "m.csv", "row": 7})
+    assert str(err.value).startswith(f"manifest m.csv row 7: {path}: array 'train_images' of shape (4, 5, 6)")
+    assert "the index column is required for .npz rows" in str(err.value)
+    arr, _ = read_image_row({"image": str(path), "key": "single"})  # one 2D image needs no index
+    assert arr.shape == (6, 5)
