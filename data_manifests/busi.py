@@ -8,7 +8,9 @@ Expected raw layout (the original Kaggle/Mendeley release; the shared copy has t
         normal/normal (1).png, normal (1)_mask.png, ...
 
 Segmentation masks (``*_mask*.png``) are left out (their count is logged). Files at the root (e.g.
-``all_captions.csv``) are not read. One row per image: ``modality`` ``US``, ``anatomy`` ``breast``, ``label`` =
+``all_captions.csv``) are not read. The layout is checked: the root holds exactly the class folders
+``benign``/``malignant``/``normal`` (another folder, e.g. ``yes/``, is refused naming the expected and the found
+folders), each class folder holds image files only and at least one image. One row per image: ``modality`` ``US``, ``anatomy`` ``breast``, ``label`` =
 class folder, ``malignant`` = 1 (malignant) / 0 (benign) / empty (normal), ``case_id`` = file stem (BUSI has no
 patient ids). BUSI is a downstream evaluation set: keep it out of pretraining manifests.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import IMAGE_SUFFIXES, as_frame, logger, preview, require_dir
+from ._common import IMAGE_SUFFIXES, as_frame, check_files, check_folders, check_option, logger, require_dir
 
 __all__ = ["BUSI_CLASSES", "build"]
 
@@ -40,23 +42,27 @@ def build(
         root: folder holding the class folders.
         dataset: value of the ``dataset`` column.
         split: value of the ``split`` column (BUSI has no official split; folds come from the CV protocol).
-        classes: class folders to read.
+        classes: class folders to read (a subset of :data:`BUSI_CLASSES`; the others may be absent).
 
     Returns:
         Manifest frame with ``label`` and ``malignant`` columns.
 
     Raises:
-        FileNotFoundError: if ``root`` or a class folder is missing.
-        ValueError: if a class folder holds a file that is neither an image nor a mask.
+        FileNotFoundError: if ``root`` or a requested class folder is missing (naming expected and found folders).
+        ValueError: for a class name outside :data:`BUSI_CLASSES`, a folder at the root that is not a BUSI class,
+            or a class folder holding a sub-folder, a file that is not an image, or no image (naming what it found).
     """
     folder = require_dir(root, "BUSI root")
+    classes = check_option("classes", classes, BUSI_CLASSES, f"BUSI root {folder}")
+    check_folders(folder, BUSI_CLASSES, "BUSI root", required=classes)
     rows, masks = [], 0
     for name in classes:
-        class_dir = require_dir(folder / name, f"BUSI class {name!r}")
-        files = sorted(p for p in class_dir.iterdir() if p.is_file())
-        others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-        if others:
-            raise ValueError(f"BUSI class folder {class_dir}: unexpected non-image file(s): {preview(others)}.")
+        class_dir = folder / name
+        files = check_files(class_dir, IMAGE_SUFFIXES, "BUSI class folder", f"'{name} (N).png' and masks")
+        images = [f for f in files if "_mask" not in f.stem]
+        if not images:
+            raise ValueError(f"BUSI class folder {class_dir}: no images, only {len(files)} mask file(s) (*_mask*); "
+                             f"expected '{name} (N).png' images.")
         for file in files:
             if "_mask" in file.stem:
                 masks += 1

@@ -7,7 +7,9 @@ Expected raw layout::
 
 ``labels.csv`` rows ``0,1`` give the integer id (matched to ``NNN.png``) and the hemorrhage label. One row per image:
 ``modality`` ``CT``, ``anatomy`` ``head``, ``hemorrhage`` 1/0, ``case_id`` = file stem. A label row without an image
-or an image without a label row is an error.
+or an image without a label row is an error. The layout is checked: the root holds the one folder ``head_ct/`` (another
+folder is refused naming the expected and the found ones), and ``head_ct/`` holds ``NNN.png`` images only, at least
+one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import IMAGE_SUFFIXES, as_frame, preview, require_dir, require_file
+from ._common import IMAGE_SUFFIXES, as_frame, check_files, check_folders, describe, preview, require_dir
 
 __all__ = ["build"]
 
@@ -33,12 +35,18 @@ def build(root: str | Path, dataset: str = "head_ct", split: str = "train") -> p
         Manifest frame with a ``hemorrhage`` column.
 
     Raises:
-        FileNotFoundError: if the image folder or ``labels.csv`` is missing.
-        ValueError: for a malformed ``labels.csv``, duplicated ids, or ids and images that do not match.
+        FileNotFoundError: if the image folder or ``labels.csv`` is missing (naming the expected and found entries).
+        ValueError: for another folder at the root, a sub-folder / non-image file / no image in ``head_ct/``, a
+            malformed ``labels.csv``, duplicated ids, or ids and images that do not match.
     """
     folder = require_dir(root, "head CT root")
-    images_dir = require_dir(folder / "head_ct", "head CT images")
-    labels_csv = require_file(folder / "labels.csv", "head CT labels")
+    check_folders(folder, ("head_ct",), "head CT root")
+    images_dir = folder / "head_ct"
+    image_files = check_files(images_dir, IMAGE_SUFFIXES, "head CT images", "NNN.png")
+    labels_csv = folder / "labels.csv"
+    if not labels_csv.is_file():
+        raise FileNotFoundError(f"head CT root {folder}: labels.csv not found; expected head_ct/ and labels.csv; "
+                                f"found {describe(folder)}.")
     labels = pd.read_csv(labels_csv, skipinitialspace=True)
     labels.columns = [str(c).strip() for c in labels.columns]
     missing = [c for c in ("id", "hemorrhage") if c not in labels.columns]
@@ -56,8 +64,8 @@ def build(root: str | Path, dataset: str = "head_ct", split: str = "train") -> p
     if duplicated:
         raise ValueError(f"head CT labels {labels_csv}: duplicated id(s) {preview(duplicated)}.")
     images = {}
-    for file in sorted(p for p in images_dir.iterdir() if p.is_file()):
-        if file.suffix.lower() not in IMAGE_SUFFIXES or not file.stem.isdigit():
+    for file in image_files:
+        if not file.stem.isdigit():
             raise ValueError(f"head CT images {images_dir}: unexpected file {file.name} (expected NNN.png).")
         images[int(file.stem)] = file
     no_image = sorted(set(labels["id"]) - set(images))

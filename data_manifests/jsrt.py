@@ -7,7 +7,10 @@ Expected raw layout (the 1024 x 1024 PNG conversion used by the shared copy)::
 
 Masks have the same file names as the images. One row per image: ``modality`` ``XR``, ``anatomy`` ``chest``,
 ``mask_<structure>`` = mask path, ``nodule`` = 1 for ``JPCLN*`` (lung nodule) and 0 for ``JPCNN*``,
-``case_id`` = file stem.
+``case_id`` = file stem. The layout is checked: the root holds ``images_1024/`` and (when masks are requested)
+``masks_1024/`` and nothing else, ``masks_1024/`` holds structure folders of :data:`JSRT_STRUCTURES` only, and
+``images_1024/`` holds image files only, at least one; anything else is refused naming the expected and the found
+entries.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import IMAGE_SUFFIXES, as_frame, preview, require_dir
+from ._common import IMAGE_SUFFIXES, as_frame, check_files, check_folders, check_option, require_dir
 
 __all__ = ["JSRT_STRUCTURES", "build"]
 
@@ -45,16 +48,20 @@ def build(
         Manifest frame with ``nodule`` and ``mask_*`` columns.
 
     Raises:
-        FileNotFoundError: if a folder is missing, or a mask file is missing and ``allow_missing_masks`` is False.
-        ValueError: if an image name has neither the ``JPCLN`` nor the ``JPCNN`` prefix.
+        FileNotFoundError: if a folder is missing (naming the expected and found folders), or a mask file is missing
+            and ``allow_missing_masks`` is False.
+        ValueError: for an unknown structure, an undocumented folder, a sub-folder / non-image file / no image in
+            ``images_1024/``, or an image name with neither the ``JPCLN`` nor the ``JPCNN`` prefix.
     """
     folder = require_dir(root, "JSRT root")
-    images_dir = require_dir(folder / "images_1024", "JSRT images")
-    mask_dirs = {s: require_dir(folder / "masks_1024" / s, f"JSRT {s} masks") for s in structures}
-    images = sorted(p for p in images_dir.iterdir() if p.is_file())
-    others = [p.name for p in images if p.suffix.lower() not in IMAGE_SUFFIXES]
-    if others:
-        raise ValueError(f"JSRT images folder {images_dir}: unexpected non-image file(s): {preview(others)}.")
+    structures = check_option("structures", structures, JSRT_STRUCTURES, f"JSRT root {folder}", allow_empty=True)
+    check_folders(folder, ("images_1024", "masks_1024"), "JSRT root",
+                  required=("images_1024", "masks_1024") if structures else ("images_1024",))
+    if (folder / "masks_1024").is_dir():
+        check_folders(folder / "masks_1024", JSRT_STRUCTURES, "JSRT masks", required=structures)
+    images_dir = folder / "images_1024"
+    mask_dirs = {s: folder / "masks_1024" / s for s in structures}
+    images = check_files(images_dir, IMAGE_SUFFIXES, "JSRT images", "JPCLNnnn.png / JPCNNnnn.png")
     rows = []
     for image in images:
         nodule = _NODULE_PREFIX.get(image.name[:5].upper())

@@ -7,7 +7,9 @@ Expected raw layout: one file as distributed by MedMNIST (``<flavour>.npz`` or `
 label column becomes ``label``, multi-label tasks (ChestMNIST) become ``label_0 .. label_{L-1}``.
 
 ``modality`` / ``anatomy`` default per known flavour (:data:`MEDMNIST_FLAVOURS`); any other flavour needs both
-options.
+options. The layout is checked: the file must be a ``.npz`` holding ``<split>_images`` (N, H, W) / (N, H, W, 3) and
+``<split>_labels`` (N, L) for every requested split, with at least one image; anything else is refused naming the
+expected and the found arrays.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import as_frame, require_file
+from ._common import as_frame, check_option, describe
 
 __all__ = ["MEDMNIST_FLAVOURS", "MEDMNIST_SPLITS", "build"]
 
@@ -75,17 +77,34 @@ def build(
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: for an unknown flavour without ``modality``/``anatomy``, a missing array, or labels whose length
-            differs from the images.
+        ValueError: for a file that is not an ``.npz``, an unknown split, an unknown flavour without
+            ``modality``/``anatomy``, a missing images/labels array (naming the expected and the found arrays),
+            images that are not (N, H, W) / (N, H, W, 3), labels whose length differs from the images, or no image.
     """
     path = Path(root).expanduser()
     if path.is_dir():
         found = sorted(path.glob("*.npz"))
         if len(found) != 1:
             raise ValueError(f"MedMNIST folder {path.resolve()} must hold exactly one .npz file, found {len(found)}: "
-                             f"{[f.name for f in found]}.")
+                             f"{[f.name for f in found]} ({describe(path)}).")
         path = found[0]
-    npz = require_file(path, "MedMNIST npz")
+    npz = path.resolve()
+    if not npz.is_file():
+        raise FileNotFoundError(f"MedMNIST npz: file not found: {npz}")
+    if npz.suffix.lower() != ".npz":
+        raise ValueError(f"MedMNIST file {npz}: expected a MedMNIST .npz file (e.g. pneumoniamnist.npz), found a "
+                         f"{npz.suffix or '(no suffix)'} file.")
+    splits = check_option("splits", splits, MEDMNIST_SPLITS, f"MedMNIST file {npz}")
+    try:
+        with zipfile.ZipFile(npz) as archive:
+            arrays_found = sorted(n[:-4] for n in archive.namelist() if n.endswith(".npy"))
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"MedMNIST file {npz}: not a readable .npz archive: {err}.") from err
+    expected = [f"{s}_{kind}" for s in splits for kind in ("images", "labels")]
+    missing = [name for name in expected if name not in arrays_found]
+    if missing:
+        raise ValueError(f"MedMNIST file {npz}: array(s) {missing} not found; expected {expected}; found "
+                         f"{arrays_found}.")
     flavour = _flavour(npz)
     default = MEDMNIST_FLAVOURS.get(flavour)
     if default is None and (modality is None or anatomy is None):
@@ -100,12 +119,14 @@ def build(
         for split in splits:
             key = f"{split}_images"
             shape = _npz_shape(npz, key)
-            labels = np.asarray(arrays[f"{split}_labels"]) if f"{split}_labels" in arrays.files else None
-            if labels is not None:
-                labels = labels.reshape(len(labels), -1)
-                if len(labels) != shape[0]:
-                    raise ValueError(f"MedMNIST file {npz}: {split}_labels has {len(labels)} rows but {key} has "
-                                     f"{shape[0]} images.")
+            if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)):
+                raise ValueError(f"MedMNIST file {npz}: {key} has shape {shape}; expected images (N, H, W) or "
+                                 "(N, H, W, 3).")
+            labels = np.asarray(arrays[f"{split}_labels"])
+            labels = labels.reshape(labels.shape[0] if labels.ndim else 1, int(np.prod(labels.shape[1:])))
+            if len(labels) != shape[0]:
+                raise ValueError(f"MedMNIST file {npz}: {split}_labels has {len(labels)} rows but {key} has "
+                                 f"{shape[0]} images.")
             part = {
                 "path": str(npz),
                 "key": key,
@@ -116,11 +137,11 @@ def build(
                 "dataset": dataset or flavour,
                 "case_id": [f"{split}-{i}" for i in range(shape[0])],
             }
-            if labels is not None:
-                if labels.shape[1] == 1:
-                    part["label"] = labels[:, 0].astype(np.int64)
-                else:
-                    for j in range(labels.shape[1]):
-                        part[f"label_{j}"] = labels[:, j].astype(np.int64)
+            if labels.shape[1] == 1:
+                part["label"] = labels[:, 0].astype(np.int64)
+            else:
+                for j in range(labels.shape[1]):
+                    part[f"label_{j}"] = labels[:, j].astype(np.int64)
             frames.append(pd.DataFrame(part))
-    return as_frame(pd.concat(frames, ignore_index=True).to_dict(orient="records"), f"MedMNIST file {npz}")
+    return as_frame(pd.concat(frames, ignore_index=True).to_dict(orient="records"),
+                    f"MedMNIST file {npz} (arrays {expected} hold 0 images)")

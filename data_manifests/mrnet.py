@@ -10,7 +10,10 @@ Expected raw layout (the ``MRNet-v1.0`` release)::
 One row per (exam, plane) volume: ``index`` empty (the dataset expands slices), ``plane`` column, ``split`` ``train``
 (from ``train/``) or ``val`` (from ``valid/``), ``case_id`` ``"<folder>-<NNNN>"`` (e.g. ``train-0000``: the three
 planes of one exam share it), label columns ``abnormal`` / ``acl`` / ``meniscus`` for the CSVs present, ``modality``
-``MR``, ``anatomy`` ``knee``. Every exam must have all requested planes and a row in every label CSV present.
+``MR``, ``anatomy`` ``knee``. Every exam must have all requested planes and a row in every label CSV present. The
+layout is checked: the root holds only the split folders ``train/`` / ``valid/``, each split folder only plane
+folders, each plane folder only ``NNNN.npy`` files and at least one exam; anything else is refused naming the
+expected and the found entries.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import as_frame, preview, require_dir
+from ._common import as_frame, check_files, check_folders, preview, require_dir
 
 __all__ = ["MRNET_FOLDERS", "MRNET_PLANES", "MRNET_TASKS", "build"]
 
@@ -62,9 +65,9 @@ def build(
         Manifest frame, one row per exam and plane.
 
     Raises:
-        FileNotFoundError: if a split or plane folder is missing.
-        ValueError: for an unknown plane/folder, a file not named ``NNNN.npy``, an exam missing a plane, or label
-            CSVs that do not match the exams.
+        FileNotFoundError: if a split or plane folder is missing (naming the expected and found folders).
+        ValueError: for an unknown plane/folder, an undocumented folder, a file not named ``NNNN.npy``, a plane folder
+            without exams, an exam missing a plane, or label CSVs that do not match the exams.
     """
     folder = require_dir(root, "MRNet root")
     unknown = [p for p in planes if p not in MRNET_PLANES] + [f for f in folders if f not in MRNET_FOLDERS]
@@ -72,12 +75,14 @@ def build(
         raise ValueError(
             f"MRNet: unknown plane/folder {unknown}; planes {MRNET_PLANES}, folders {tuple(MRNET_FOLDERS)}."
         )
+    check_folders(folder, tuple(MRNET_FOLDERS), "MRNet root", required=folders)
     rows = []
     for raw in folders:
+        check_folders(folder / raw, MRNET_PLANES, f"MRNet {raw}/", required=planes)
         exams: dict[str, dict[int, Path]] = {}
         for plane in planes:
-            plane_dir = require_dir(folder / raw / plane, f"MRNet {raw}/{plane}")
-            files = sorted(p for p in plane_dir.iterdir() if p.is_file())
+            plane_dir = folder / raw / plane
+            files = check_files(plane_dir, (".npy",), f"MRNet {raw}/{plane}", "NNNN.npy (one volume per exam)")
             bad = [p.name for p in files if p.suffix != ".npy" or not p.stem.isdigit()]
             if bad:
                 raise ValueError(f"MRNet folder {plane_dir}: unexpected file(s) {preview(bad)} (expected NNNN.npy).")

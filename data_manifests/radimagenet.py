@@ -10,7 +10,8 @@ Modality folders are ``CT``, ``MR``, ``US``; anatomy folders are short names (``
 (``abd`` -> abdomen, ``lung`` -> chest, ``af`` -> ankle); an anatomy folder the vocabulary does not know raises a
 ValueError listing the known values when labels are built. One row per image: ``label`` = class folder,
 ``case_id`` = file stem (the release has no patient ids). Any file at another depth or with a non-image suffix is an
-error listing it.
+error listing it; so are a top-level folder other than the modality folders (:data:`RADIMAGENET_MODALITIES`) and a
+tree without a single image (both naming the expected and the found folders).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import IMAGE_SUFFIXES, as_frame, preview, require_dir
+from ._common import IMAGE_SUFFIXES, as_frame, check_folders, describe, preview, require_dir
 
-__all__ = ["build"]
+__all__ = ["RADIMAGENET_MODALITIES", "build"]
+
+#: The modality folders of the release.
+RADIMAGENET_MODALITIES: tuple[str, ...] = ("CT", "MR", "US")
 
 
 def build(root: str | Path, dataset: str = "radimagenet", split: str = "train") -> pd.DataFrame:
@@ -37,9 +41,11 @@ def build(root: str | Path, dataset: str = "radimagenet", split: str = "train") 
 
     Raises:
         FileNotFoundError: if ``root`` is not a folder.
-        ValueError: for files outside ``<modality>/<anatomy>/<class>/`` or with a non-image suffix.
+        ValueError: for a top-level folder other than CT/MR/US, files outside ``<modality>/<anatomy>/<class>/`` or
+            with a non-image suffix, or no image at all.
     """
     folder = require_dir(root, "RadImageNet root")
+    check_folders(folder, RADIMAGENET_MODALITIES, "RadImageNet root", required=())
     rows, misplaced = [], []
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         parts = file.relative_to(folder).parts
@@ -63,4 +69,7 @@ def build(root: str | Path, dataset: str = "radimagenet", split: str = "train") 
             f"RadImageNet root {folder}: {len(misplaced)} file(s) are not images at <modality>/<anatomy>/<class>/: "
             f"{preview(misplaced)}."
         )
+    if not rows:
+        raise ValueError(f"RadImageNet root {folder}: no images; expected <modality>/<anatomy>/<class>/<image>.png "
+                         f"with modality folders {list(RADIMAGENET_MODALITIES)}; found {describe(folder)}.")
     return as_frame(rows, f"RadImageNet root {folder}")

@@ -10,6 +10,9 @@ Expected raw layout (see ``shared/datasets/README.md``)::
 BUSI (``<root>/busi``, US / breast) is deliberately NOT included: it is the downstream breast task, and a model must
 never be pretrained on the images it is evaluated on. For the same reason pass ``exclude=("pneumoniamnist",)`` or
 ``exclude=("head_ct",)`` when the pretrained encoder will be evaluated on PneumoniaMNIST or head CT.
+
+The root may hold other datasets (BUSI...); every source that is not excluded must be present (a missing one is
+refused naming the expected and the found folders), and each is checked by its own builder.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import dicom_dir, head_ct, jsrt, medmnist
-from ._common import require_dir
+from ._common import describe, require_dir
 from .combine import combine
 
 __all__ = ["PRETRAIN_SOURCES", "build", "subsample"]
@@ -69,7 +72,7 @@ def build(
         The combined manifest frame.
 
     Raises:
-        FileNotFoundError: if ``root`` or a source folder is missing.
+        FileNotFoundError: if ``root`` or a source folder is missing (naming the expected and the found folders).
         ValueError: for an unknown name in ``exclude``, or if everything is excluded.
     """
     folder = require_dir(root, "shared datasets root")
@@ -77,6 +80,13 @@ def build(
     if unknown:
         raise ValueError(f"cannot exclude {unknown}: pretraining sources are {list(PRETRAIN_SOURCES)} "
                          "(BUSI is never included).")
+    wanted = {name: relative for name, (relative, _) in PRETRAIN_SOURCES.items() if name not in exclude}
+    missing = [relative for relative in wanted.values() if not (folder / relative).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"shared datasets root {folder}: {missing} not found; expected {list(wanted.values())} (pass exclude= to "
+            f"leave a source out); found {describe(folder)}."
+        )
     frames = []
     for name, (relative, builder) in PRETRAIN_SOURCES.items():
         if name in exclude:

@@ -178,7 +178,8 @@ def test_mrnet_errors(tmp_path):
     with pytest.raises(ValueError, match="no coronal volume"):
         build_manifest("mrnet", tmp_path, folders=("train",))
     np.save(tmp_path / "train" / "coronal" / "0001.npy", np.zeros((3, 256, 256), np.uint8))
-    with pytest.raises(FileNotFoundError, match="valid/axial"):
+    with pytest.raises(FileNotFoundError, match=r"folder\(s\) \['valid'\] not found; expected folders \['train', "
+                                                 r"'valid'\]; found folders \['train'\]"):
         build_manifest("mrnet", tmp_path)
 
 
@@ -297,3 +298,68 @@ def test_cli_split_fractions(shared_datasets, tmp_path, capsys, load_script):
     with pytest.raises(SystemExit):
         main(["jsrt", str(shared_datasets / "jsrt_scr"), "-o", str(out), "--split-fractions", "train:0.6"])
     assert "expected name=fraction" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- layout refusals
+def _npz(path: Path, **arrays) -> None:
+    np.savez(path, **{k: np.zeros(v, np.uint8) for k, v in arrays.items()})
+
+
+_SPLIT_ARRAYS = {f"{s}_images": (2, 4, 4) for s in ("train", "val", "test")}
+
+# kind, files to create (relative; "name/" = empty folder, "*.npz": see _npz), options, error, message parts
+LAYOUT_REFUSALS = {
+    "busi_yes_no": ("busi", ["yes/a.png", "no/b.png"], {}, FileNotFoundError,
+                    ["['benign', 'malignant', 'normal'] not found", "found folders ['no', 'yes']"]),
+    "busi_extra_class": ("busi", ["benign/a.png", "malignant/b.png", "normal/c.png", "yes/d.png"], {}, ValueError,
+                         ["unexpected folder(s) ['yes']", "expected folders ['benign', 'malignant', 'normal']"]),
+    "busi_masks_only": ("busi", ["benign/a_mask.png", "malignant/b.png", "normal/c.png"], {}, ValueError,
+                        ["benign: no images, only 1 mask file(s)"]),
+    "busi_classes_option": ("busi", ["yes/a.png"], {"classes": ("yes",)}, ValueError,
+                            ["unknown classes ['yes']", "['benign', 'malignant', 'normal']"]),
+    "head_ct_extra_folder": ("head_ct", ["head_ct/000.png", "scans/001.png", "labels.csv"], {}, ValueError,
+                             ["unexpected folder(s) ['scans']", "expected folders ['head_ct'] only"]),
+    "head_ct_no_images": ("head_ct", ["head_ct/", "labels.csv"], {}, ValueError,
+                          ["head CT images", "no images; expected NNN.png"]),
+    "jsrt_wrong_types": ("jsrt", ["images_1024/JPCLN001.dcm", "masks_1024/heart/"], {"structures": ("heart",)},
+                         ValueError, ["unexpected file type(s) ['.dcm']", "JPCLN001.dcm", ".png"]),
+    "jsrt_unknown_mask_folder": ("jsrt", ["images_1024/JPCLN001.png", "masks_1024/heart/JPCLN001.png",
+                                          "masks_1024/lungs/"], {"structures": ("heart",)}, ValueError,
+                                 ["unexpected folder(s) ['lungs']", "'left_lung'", "found folders ['heart', 'lungs']"]),
+    "medmnist_no_labels": ("medmnist", ["pneumoniamnist.npz"], {}, ValueError,
+                           ["['train_labels', 'val_labels', 'test_labels'] not found",
+                            "found ['test_images', 'train_images', 'val_images']"]),
+    "medmnist_not_npz": ("medmnist", ["pneumoniamnist.npy"], {}, ValueError,
+                         ["expected a MedMNIST .npz file", "found a .npy file"]),
+    "mrnet_plane_case": ("mrnet", ["train/Axial/0000.npy"], {"folders": ("train",), "planes": ("axial",)},
+                         FileNotFoundError, ["['axial'] not found", "found folders ['Axial']"]),
+    "mrnet_no_exams": ("mrnet", ["train/axial/"], {"folders": ("train",), "planes": ("axial",)}, ValueError,
+                       ["MRNet train/axial", "no images; expected NNNN.npy"]),
+    "radimagenet_modality": ("radimagenet", ["XR/chest/normal/a.png", "CT/lung/normal/b.png"], {}, ValueError,
+                             ["unexpected folder(s) ['XR']", "expected folders ['CT', 'MR', 'US'] only"]),
+    "radimagenet_empty": ("radimagenet", ["CT/lung/normal/"], {}, ValueError,
+                          ["no images; expected <modality>/<anatomy>/<class>/<image>.png", "found folders ['CT']"]),
+    "shared_pretrain_sources": ("shared_pretrain", ["busi/benign/a.png", "jsrt_scr/"], {}, FileNotFoundError,
+                                ["'pneumoniamnist/pneumoniamnist.npz'", "'ct_tcga_dicom/dicom_dir'",
+                                 "found folders ['busi', 'jsrt_scr']"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYOUT_REFUSALS))
+def test_builders_refuse_an_undocumented_layout(tmp_path, case):
+    kind, files, options, error, parts = LAYOUT_REFUSALS[case]
+    for rel in files:
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            target.mkdir(exist_ok=True)
+        elif rel.endswith(".npz"):
+            _npz(target, **_SPLIT_ARRAYS)
+        else:
+            target.write_bytes(b"x")
+    root = tmp_path / files[0] if kind == "medmnist" else tmp_path
+    with pytest.raises(error) as err:
+        build_manifest(kind, root, **options)
+    message = str(err.value)
+    for part in parts:
+        assert part in message, message
