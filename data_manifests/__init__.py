@@ -1,7 +1,9 @@
 """Manifest builders: turn public datasets in their original (raw) layout into manifest CSV frames.
 
 Each module documents the raw layout it expects and exposes ``build(root, **options) -> pd.DataFrame`` in the
-manifest schema of :mod:`modan_monai.data.manifest` with absolute paths. Write a frame with
+manifest schema of :mod:`modan_monai.data.manifest` with absolute paths. A builder checks that layout and refuses a
+tree that does not match (missing or undocumented folders, other file types, no image), naming the expected and the
+found entries (see :mod:`data_manifests._common`). Write a frame with
 :func:`modan_monai.data.write_manifest`, or use ``scripts/build_manifest.py``.
 """
 
