@@ -31,7 +31,9 @@ class NormalizeByModality(Transform):
     2. 8-bit sources (``meta["source_dtype"] == "uint8"``, e.g. PNG/JPEG, MedMNIST, MRNet) -> ``/255``.
     3. Anything else -> percentile min-max (``percentiles`` of the image mapped to 0 and 1, clipped).
 
-    A constant image (zero range) becomes all zeros, never NaN. ``modality`` is compared
+    A constant image is never NaN; it keeps the value its rule gives: under rule 3 (zero percentile range) it
+    becomes all zeros, under rules 1 and 2 it is scaled like any other pixel (a constant 8-bit 128 gives
+    128/255 = 0.502, a constant 0 HU gives 0.5 with the default window). ``modality`` is compared
     case-insensitively with ``ct_modalities``; canonicalising synonyms is the job of
     :class:`NormalizeByModalityd`.
 

@@ -59,13 +59,15 @@ def test_percentile_minmax():
     np.testing.assert_allclose(clipped.ravel()[500], 0.5, atol=1e-6)
 
 
-@pytest.mark.parametrize("m", [meta(source_dtype="float32"), meta(source_dtype="uint8"), meta(intensity_unit="HU")])
-def test_constant_image_is_finite(m):
-    img = torch.full((1, 8, 8), 7.0)
-    out = NormalizeByModality()(img, None, m)
-    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
-    if m["source_dtype"] == "float32":
-        np.testing.assert_allclose(out.numpy(), 0.0)
+@pytest.mark.parametrize(
+    "m, value, expected",
+    [(meta(source_dtype="float32"), 7.0, 0.0), (meta(source_dtype="uint8"), 128.0, 128.0 / 255.0),
+     (meta(intensity_unit="HU"), 0.0, 0.5)],
+)
+def test_constant_image_keeps_the_value_of_its_rule(m, value, expected):
+    """The documented rule: zero under percentile min-max, the scaled value under /255 and the CT window."""
+    out = NormalizeByModality()(torch.full((1, 8, 8), value), None, m)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
 
 
 def test_invalid_arguments():
