@@ -241,7 +241,8 @@ def run_grid(
                 continue
             header = not results_path.is_file() or results_path.stat().st_size == 0
             # the resume key of the grid: appended atomically (a killed write leaves the previous rows)
-            atomic_append_text(results_path, pd.DataFrame([row]).to_csv(header=header, index=False, lineterminator="\n"))
+            line = pd.DataFrame([row]).to_csv(header=header, index=False, lineterminator="\n")
+            atomic_append_text(results_path, line)
             logger.info("%s: test_mean_dice %.4f", todo[futures[future]].name, row.get("test_mean_dice", float("nan")))
     if failures:
         raise failures[min(failures)]

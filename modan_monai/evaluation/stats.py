@@ -222,7 +222,8 @@ def summary_markdown(results: pd.DataFrame, reference: str | None = None, title:
             f"## {mode}: Wilcoxon signed-rank test vs `{reference}` (paired repeat means)", "",
             "two-sided: H1 AUC differs (the paper's test); one-sided: H1 init AUC > reference AUC (the official "
             "code's test). With n paired repeats the exact test's smallest two-sided p is 2/2^n: fewer than 6 pairs "
-            f"cannot reach 0.05 (ties make scipy use a normal approximation); n/a below {WILCOXON_MIN_PAIRS} pairs.", "",
+            "cannot reach 0.05 (ties make scipy use a normal approximation); "
+            f"n/a below {WILCOXON_MIN_PAIRS} pairs.", "",
             "| init | " + " | ".join(f"{_fmt_fraction(f)} two-sided | {_fmt_fraction(f)} one-sided (greater)"
                                      for f in fractions) + " |",
             "|---|" + "---|---|" * len(fractions),

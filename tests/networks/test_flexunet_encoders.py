@@ -95,7 +95,9 @@ def test_refused_arguments() -> None:
         flexunet_backbone("resnet50", "3x3")
 
 
-@pytest.mark.parametrize(("stem", "multiple", "size", "nearest"), [("3x3", 16, 40, "32 or 48"), ("7x7", 32, 48, "32 or 64")])
+@pytest.mark.parametrize(
+    ("stem", "multiple", "size", "nearest"), [("3x3", 16, 40, "32 or 48"), ("7x7", 32, 48, "32 or 64")]
+)
 def test_an_image_size_the_unet_cannot_take_is_named(stem: str, multiple: int, size: int, nearest: str) -> None:
     net = SegmentationUNet(in_channels=1, out_channels=2, stem=stem)
     assert net.size_multiple == multiple

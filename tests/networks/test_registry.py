@@ -301,7 +301,7 @@ def _damage(kind: str, good: bytes) -> bytes:
     ("kind", "said"),
     [
         ("empty", r"is empty \(0 bytes\): not a checkpoint"),
-        ("truncated", r"is truncated \(\d+ bytes, a torch\.save zip archive without its end.*not a complete checkpoint"),
+        ("truncated", r"is truncated \(\d+ bytes, a torch\.save zip archive without its end.*not a complete "),
         ("random", r"is corrupt or not a PyTorch checkpoint \(300 bytes, unreadable: UnpicklingError: Unsupported"),
         ("text", r"is corrupt or not a PyTorch checkpoint \(21 bytes, unreadable: "),
     ],
