@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from modan_monai.evaluation import EXAM_AGGREGATIONS, EVALUATION_LEVELS, PROTOCOL_MODES, parse_init_specs, run_protocol
+from modan_monai.evaluation.protocol import non_negative_int, positive_int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,15 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(PROTOCOL_MODES), choices=PROTOCOL_MODES)
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 10.0, 30.0, 100.0],
                         help="label fractions in percent of each training fold (default 1 10 30 100)")
-    parser.add_argument("--repeats", type=int, default=10, help="repeats of the K-fold procedure (default 10)")
-    parser.add_argument("--folds", type=int, default=5, help="folds K (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="repeats of the K-fold procedure (default 10)")
+    parser.add_argument("--folds", type=positive_int, default=5, help="folds K, 2 or more (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r uses seed + r (default 0)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--step-size", type=int, default=5, help="StepLR step in epochs (default 5)")
+    parser.add_argument("--step-size", type=positive_int, default=5, help="StepLR step in epochs (default 5)")
     parser.add_argument("--gamma", type=float, default=0.1, help="StepLR factor (default 0.1)")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=positive_int, default=64)
     parser.add_argument("--stem", default="3x3", choices=("3x3", "7x7"), help="encoder stem (match the checkpoints)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="share of training cases in the inner validation split (default 0.2)")
@@ -59,12 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exam score from its slice probabilities (default mean)")
     parser.add_argument("--planes", nargs="*", help="MRNet planes to use (plane column; default all)")
     parser.add_argument("--slices", default="all", choices=("all", "central"), help="slices of each volume")
-    parser.add_argument("--central-slices", type=int, default=1, help="slices kept with --slices central")
+    parser.add_argument("--central-slices", type=positive_int, default=1, help="slices kept with --slices central")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--num-workers", type=non_negative_int, default=0)
     parser.add_argument("--bundle", help="classify bundle folder (default: bundles/classify of this repository)")
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     args = parser.parse_args(argv)
+    if args.folds < 2:
+        parser.error(f"argument --folds: K-fold cross-validation needs 2 folds or more, got {args.folds}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines only at WARNING

@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modan_monai.evaluation import parse_init_specs
+from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.evaluation.segmentation_grid import plan_runs, run_grid, segmentation_markdown, segmentation_summary
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "segment"
 
 
 def _size(text: str) -> int | None:
-    return None if text == "all" else int(text)
+    return None if text == "all" else positive_int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,19 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--few-shot", nargs="+", type=_size, default=[3, 6, 12, 24],
                         help="training-set sizes; 'all' for the whole training split (default 3 6 12 24)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--samples-per-epoch", type=int, default=32,
+    parser.add_argument("--image-size", type=positive_int, default=128)
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--samples-per-epoch", type=non_negative_int, default=32,
                         help="training samples drawn per epoch, whatever the set size: every run gets the same number "
                              "of steps (default 32; 0: one pass over the training set)")
-    parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--val-interval", type=positive_int, default=1, help="validate every N epochs (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--stem", default=None, choices=("3x3", "7x7"),
                         help="encoder stem of every init (default: each checkpoint's; 3x3 for scratch / ImageNet)")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes: runs in parallel (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="worker processes: runs in parallel (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--structures must be a Python list or dict literal, got {args.structures!r}")
     try:
         inits = parse_init_specs(args.init)
-        runs = plan_runs(inits, args.few_shot, args.seeds, stem=args.stem)
+        runs = plan_runs(inits, args.few_shot, args.seeds, stem=args.stem, image_size=args.image_size)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from modan_monai.utils import atomic_path
+
 __all__ = [
     "FOLD_KEY_COLUMNS",
     "check_fold_classes",
@@ -178,8 +180,8 @@ def load_or_create_folds(
             changed = True
         check_fold_classes(current["label"].to_numpy(), table[column].to_numpy(), n_folds, where=f"repeat {r} ")
     if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False)
+        with atomic_path(path) as tmp:  # a later run reads it back: never half-written
+            table.to_csv(tmp, index=False)
     return table
 
 

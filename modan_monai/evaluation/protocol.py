@@ -12,6 +12,7 @@ probing): the command-line recipe and the protocol's are the same configuration.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ import pandas as pd
 import torch
 
 from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest
+from modan_monai.utils import append_complete_lines, atomic_append_text, atomic_write_text
 
 from .folds import (
     fold_column,
@@ -42,8 +44,10 @@ __all__ = [
     "EVALUATION_LEVELS",
     "PROTOCOL_MODES",
     "RESULT_COLUMNS",
+    "non_negative_int",
     "parse_init_specs",
     "plot_roc",
+    "positive_int",
     "run_protocol",
 ]
 
@@ -57,6 +61,33 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_train_slices", "seed", "seconds",
 )
 _PREDICTION_COLUMNS: tuple[str, ...] = (*RESULT_KEY_COLUMNS, "level", "row", "index", "case_id", "label", "score")
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (batch size, epochs, folds, repeats...).
+
+    Raises:
+        argparse.ArgumentTypeError: naming the value; argparse prefixes the option (``argument --batch-size:``).
+    """
+    value = _int_option(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 0 (``--num-workers``, ``--samples-per-epoch``)."""
+    value = _int_option(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer 0 or more, got {text!r}")
+    return value
+
+
+def _int_option(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
 def parse_init_specs(specs: Sequence[str]) -> dict[str, str]:
@@ -91,8 +122,14 @@ def _safe_name(name: str) -> str:
     return safe if safe == name else f"{safe or 'init'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def _append_csv(frame: pd.DataFrame, path: Path) -> None:
-    frame.to_csv(path, mode="a", header=not path.is_file(), index=False)
+def _append_csv(frame: pd.DataFrame, path: Path, atomic: bool = True) -> None:
+    """Add ``frame``'s rows to a CSV (with the header when the file is new or empty).
+
+    ``atomic``: the whole file is rewritten through a temporary (``results.csv``, read by a resumed run);
+    else the rows are appended in place after cutting off a partial last line (``predictions.csv``, large).
+    """
+    text = frame.to_csv(header=not path.is_file() or path.stat().st_size == 0, index=False, lineterminator="\n")
+    (atomic_append_text if atomic else append_complete_lines)(path, text)
 
 
 def _read_done(path: Path, inits: Mapping[str, str]) -> tuple[pd.DataFrame, set[tuple]]:
@@ -327,7 +364,7 @@ def run_protocol(
         "rows": len(df), "slices": len(expanded),
     }
     _check_settings(out / "settings.json", settings)
-    (out / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+    atomic_write_text(out / "settings.json", json.dumps(settings, indent=2, default=str) + "\n")
 
     results_path, predictions_path = out / "results.csv", out / "predictions.csv"
     _, done = _read_done(results_path, inits)
@@ -385,7 +422,7 @@ def run_protocol(
             "n_test": n_test, "n_train_slices": len(train_items), "seed": unit_seed, "seconds": round(seconds, 3),
         }
         # Predictions first, then the results row: a results row marks a finished fold (resume key).
-        _append_csv(preds[list(_PREDICTION_COLUMNS)], predictions_path)
+        _append_csv(preds[list(_PREDICTION_COLUMNS)], predictions_path, atomic=False)
         _append_csv(pd.DataFrame([row])[list(RESULT_COLUMNS)], results_path)
         elapsed = time.perf_counter() - start
         val_auc = "none" if run.best_val_auc is None else f"{run.best_val_auc:.4f}"
@@ -403,7 +440,7 @@ def run_protocol(
                 + f", {epochs} epoch(s), batch {batch_size}, Adam lr {lr:g}, StepLR({step_size}, {gamma:g}), "
                 f"{image_size} px; best epoch on an inner validation split ({val_fraction:g} of the training cases). "
                 "Full settings: settings.json.\n")
-    (out / "summary.md").write_text(summary)
+    atomic_write_text(out / "summary.md", summary)
     predictions = pd.read_csv(predictions_path, dtype={"init": str, "mode": str, "case_id": str})
     predictions = predictions.drop_duplicates(
         subset=[*RESULT_KEY_COLUMNS, "case_id", "row", "index"], keep="last"

@@ -24,7 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+from modan_monai.networks.nets.flexunet_encoders import check_unet_image_size
 from modan_monai.networks.registry import build_encoder
+from modan_monai.utils import atomic_append_text
 
 __all__ = [
     "SEGMENTATION_RESULT_COLUMNS",
@@ -73,6 +75,7 @@ def plan_runs(
     few_shot: Sequence[int | None],
     seeds: Sequence[int],
     stem: str | None = None,
+    image_size: int | None = None,
 ) -> list[SegmentationRun]:
     """All runs of the grid, each init's encoder built once by the registry to read its architecture and stem.
 
@@ -84,17 +87,25 @@ def plan_runs(
         few_shot: training-set sizes; ``None`` for the whole training split.
         seeds: seeds (each size is drawn once per seed; the subsets of one seed are nested).
         stem: encoder stem for every init; ``None``: each checkpoint's (``"3x3"`` for ``scratch`` / ImageNet).
+        image_size: the runs' image size, checked against each init's U-Net (a multiple of 16 for the 3x3 stem,
+            32 for the 7x7 stem); ``None``: not checked here.
 
     Returns:
         Runs ordered by seed, size, init (so a partial grid has every init at the sizes it reached).
 
     Raises:
         FileNotFoundError: a checkpoint that does not exist.
-        ValueError: a checkpoint whose weights do not fit its (or the asked) architecture and stem.
+        ValueError: a checkpoint whose weights do not fit its (or the asked) architecture and stem, or an
+            ``image_size`` the U-Net of an init cannot take (naming the init, the size and the multiple).
     """
     encoders: dict[str, tuple[str, str | None]] = {}
     for name, spec in inits.items():
         encoder = build_encoder(spec, unet_backbone=True, stem=stem, logger=logger)
+        if image_size is not None:
+            try:
+                check_unet_image_size(encoder, image_size)
+            except ValueError as err:
+                raise ValueError(f"init {name} ({spec}): {err}") from err
         encoders[name] = (encoder.init_report["arch"], getattr(encoder, "stem", None))
     return [
         SegmentationRun(name, inits[name], encoders[name][0], n, seed, stem=encoders[name][1])
@@ -228,7 +239,10 @@ def run_grid(
             except Exception as err:  # keep the other runs going; the first failure (in run order) is raised
                 failures[futures[future]] = err
                 continue
-            pd.DataFrame([row]).to_csv(results_path, mode="a", header=not results_path.is_file(), index=False)
+            header = not results_path.is_file() or results_path.stat().st_size == 0
+            # the resume key of the grid: appended atomically (a killed write leaves the previous rows)
+            line = pd.DataFrame([row]).to_csv(header=header, index=False, lineterminator="\n")
+            atomic_append_text(results_path, line)
             logger.info("%s: test_mean_dice %.4f", todo[futures[future]].name, row.get("test_mean_dice", float("nan")))
     if failures:
         raise failures[min(failures)]

@@ -22,6 +22,7 @@ __all__ = [
     "repeat_means",
     "summary_markdown",
     "summary_table",
+    "WILCOXON_MIN_PAIRS",
     "wilcoxon_paired",
 ]
 
@@ -81,6 +82,14 @@ def mean_roc(
     return fpr_grid, mean, stack.std(axis=0)
 
 
+#: Fewest pairs a Wilcoxon p is reported for. With one pair the signed-rank test says only the sign of the
+#: difference (scipy: two-sided p = 1 always, one-sided 0.5 or 1), so it is "n/a (n = 1)". From two pairs on the
+#: exact p is reported with its n; the smallest two-sided p the exact test can give with n pairs is 2 / 2**n
+#: (n = 5: 0.0625), so fewer than 6 pairs cannot reach 0.05 two-sided (the summary says so; with tied
+#: differences scipy uses the normal approximation instead).
+WILCOXON_MIN_PAIRS = 2
+
+
 def wilcoxon_paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> dict[str, float]:
     """Wilcoxon signed-rank p-values of paired samples ``a`` vs ``b`` (:func:`scipy.stats.wilcoxon`).
 
@@ -133,8 +142,9 @@ def summary_table(results: pd.DataFrame, reference: str | None = None) -> pd.Dat
         reference: init name to compare against (``None``: no tests).
 
     Returns:
-        Frame with columns ``mode, fraction, init, n_repeats, mean_auc, sd_auc, p_two_sided, p_greater, p_less``
-        (``sd`` with ``ddof=1``; NaN p for the reference itself or without pairs).
+        Frame with columns ``mode, fraction, init, n_repeats, mean_auc, sd_auc, n_pairs, p_two_sided, p_greater,
+        p_less`` (``sd`` with ``ddof=1``; ``n_pairs``: repeats shared with the reference, 0 for the reference
+        itself; NaN p for the reference itself and below :data:`WILCOXON_MIN_PAIRS` pairs).
 
     Raises:
         ValueError: ``reference`` is not one of the inits in ``results``.
@@ -150,12 +160,13 @@ def summary_table(results: pd.DataFrame, reference: str | None = None) -> pd.Dat
             row = {
                 "mode": mode, "fraction": fraction, "init": init, "n_repeats": int(len(values)),
                 "mean_auc": float(values.mean()),
-                "sd_auc": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                "sd_auc": float(values.std(ddof=1)) if len(values) > 1 else float("nan"), "n_pairs": 0,
                 "p_two_sided": float("nan"), "p_greater": float("nan"), "p_less": float("nan"),
             }
             if ref is not None and init != reference:
                 common = values.index.intersection(ref.index)
-                if len(common):
+                row["n_pairs"] = int(len(common))
+                if len(common) >= WILCOXON_MIN_PAIRS:
                     p = wilcoxon_paired(values.loc[common].to_numpy(), ref.loc[common].to_numpy())
                     row.update(p_two_sided=p["two_sided"], p_greater=p["greater"], p_less=p["less"])
             rows.append(row)
@@ -210,7 +221,9 @@ def summary_markdown(results: pd.DataFrame, reference: str | None = None, title:
         lines += [
             f"## {mode}: Wilcoxon signed-rank test vs `{reference}` (paired repeat means)", "",
             "two-sided: H1 AUC differs (the paper's test); one-sided: H1 init AUC > reference AUC (the official "
-            "code's test).", "",
+            "code's test). With n paired repeats the exact test's smallest two-sided p is 2/2^n: fewer than 6 pairs "
+            "cannot reach 0.05 (ties make scipy use a normal approximation); "
+            f"n/a below {WILCOXON_MIN_PAIRS} pairs.", "",
             "| init | " + " | ".join(f"{_fmt_fraction(f)} two-sided | {_fmt_fraction(f)} one-sided (greater)"
                                      for f in fractions) + " |",
             "|---|" + "---|---|" * len(fractions),
@@ -221,8 +234,10 @@ def summary_markdown(results: pd.DataFrame, reference: str | None = None, title:
             cells = []
             for fraction in fractions:
                 hit = block[(block["init"] == init) & (block["fraction"] == fraction)]
-                if hit.empty or np.isnan(hit.iloc[0]["p_two_sided"]):
+                if hit.empty:
                     cells += ["—", "—"]
+                elif np.isnan(hit.iloc[0]["p_two_sided"]):
+                    cells += [f"n/a (n = {int(hit.iloc[0]['n_pairs'])})"] * 2
                 else:
                     cells += [f"{hit.iloc[0]['p_two_sided']:.4g}", f"{hit.iloc[0]['p_greater']:.4g}"]
             lines.append(f"| {init} | " + " | ".join(cells) + " |")

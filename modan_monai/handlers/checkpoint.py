@@ -18,8 +18,8 @@ Every file is written to a temporary in the same folder and moved into place wit
 from __future__ import annotations
 
 import logging
-import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from modan_monai.networks.checkpoint import save_encoder
+from modan_monai.networks.checkpoint import DamagedCheckpointError, load_weights_file, save_encoder
 from modan_monai.utils import RandomStates, atomic_path, atomic_save, remove_stale_temporaries
 
 __all__ = [
+    "SCHEDULE_HORIZON_KEYS",
     "BestModelSaver",
     "EncoderCheckpointSaver",
     "FinalModelSaver",
@@ -43,6 +44,10 @@ __all__ = [
 
 _EPOCH_RE = re.compile(r"_epoch=(\d+)\.pt$")
 logger = logging.getLogger(__name__)
+
+#: learning-rate scheduler attributes that depend on the length of the run; on resume they keep the values this
+#: run built (its ``epochs``), the checkpoint gives the progress (``last_epoch``) and the optimizer state
+SCHEDULE_HORIZON_KEYS = ("t_total", "warmup_steps", "T_max", "total_iters", "total_steps", "_schedule_phases")
 
 
 def _unwrap(obj: Any) -> Any:
@@ -109,21 +114,10 @@ def read_training_checkpoint(
         if earlier is not None
         else "no earlier checkpoint is left: delete it to train from scratch"
     )
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError(f"checkpoint {path} is damaged (0 bytes): {advice}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            raise ValueError(
-                f"checkpoint {path} holds objects other than tensors and plain values, which "
-                f"torch.load(weights_only=True) refuses: {str(err).splitlines()[0]}"
-            ) from err
-        raise ValueError(f"checkpoint {path} is damaged ({size} bytes, unreadable: {err}): {advice}") from err
-    except (EOFError, RuntimeError, ValueError, OSError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"checkpoint {path} is damaged ({size} bytes, unreadable: {message}): {advice}") from err
+        checkpoint = load_weights_file(path, map_location)
+    except DamagedCheckpointError as err:
+        raise ValueError(f"checkpoint {path} is damaged ({err.detail}): {advice}") from err
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"checkpoint {path} is damaged (holds a {type(checkpoint).__name__}, not a dict): {advice}")
     return dict(checkpoint)
@@ -263,6 +257,14 @@ class ResumeFromCheckpoint:
     larger ``epochs`` trains on. A run started in an empty folder trains from scratch. Attach it
     before the other handlers, so that they see the restored state when the run starts.
 
+    Training longer: the lengths a learning-rate scheduler of ``load_dict`` keeps
+    (:data:`SCHEDULE_HORIZON_KEYS`: ``t_total`` and ``warmup_steps`` of MONAI's ``WarmupCosineSchedule``,
+    ``T_max``, ``total_iters``, ``total_steps``) keep the values this run built from its own ``epochs``; the
+    checkpoint gives the step count, and the optimizer's learning rates are set to the new schedule at that
+    step. The run so continues on the schedule of a run given the larger number from the start, with one
+    jump of the learning rate at the resume point (logged with both values) and no second warm-up or cosine
+    cycle. A scheduler whose length changed but whose rate has no closed form is refused.
+
     Args:
         save_dir: folder written by :class:`TrainingCheckpointSaver`.
         load_dict: objects to restore, usually the same dictionary given to the saver.
@@ -274,9 +276,9 @@ class ResumeFromCheckpoint:
             there and log a warning naming the rest).
 
     Raises:
-        ValueError: at start-up, when the newest checkpoint is damaged (naming it and the earlier one to
-            use), lacks entries, was written by a run with other settings, or is further along than
-            ``max_epochs``.
+        ValueError: at start-up, when the newest checkpoint is damaged (empty, truncated or corrupt, naming
+            it and the earlier one to use), lacks entries, was written by a run with other settings, is
+            further along than ``max_epochs``, or holds a schedule of another length that cannot be continued.
 
     Example:
         >>> import tempfile
@@ -336,6 +338,11 @@ class ResumeFromCheckpoint:
                 raise ValueError(f"{message}: resume with strict=False to restore the rest (not exactly)")
             logger.warning(f"{message}: restoring the rest; the resumed run will not be exact")
         prior_max_epochs = engine.state.max_epochs
+        horizons = {
+            key: {k: getattr(obj, k) for k in SCHEDULE_HORIZON_KEYS if hasattr(obj, k)}
+            for key, obj in targets.items()
+            if isinstance(obj, torch.optim.lr_scheduler.LRScheduler)
+        }
         for key, obj in targets.items():
             if key not in checkpoint:
                 continue
@@ -350,8 +357,62 @@ class ResumeFromCheckpoint:
                     f"{prior_max_epochs}: give more epochs to train on, or another output folder"
                 )
             engine.state.max_epochs = prior_max_epochs
+        for key, horizon in horizons.items():
+            if key in checkpoint:
+                _continue_schedule(targets[key], horizon, f"resuming from {path}: entry {key!r}")
         self.loaded = path
         logger.info(f"resuming from {path} (epoch {engine.state.epoch}, iteration {engine.state.iteration})")
+
+
+def _schedule_lrs(scheduler: torch.optim.lr_scheduler.LRScheduler, where: str) -> list[float]:
+    """The learning rates of ``scheduler``'s schedule at its ``last_epoch``, computed in closed form."""
+    closed_form = getattr(scheduler, "_get_closed_form_lr", None)
+    if callable(closed_form):
+        return [float(lr) for lr in closed_form()]
+    if isinstance(scheduler, (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR)):
+        with warnings.catch_warnings():  # get_lr of these is a closed form of last_epoch; torch warns outside step()
+            warnings.simplefilter("ignore", UserWarning)
+            return [float(lr) for lr in scheduler.get_lr()]
+    raise ValueError(
+        f"{where}: the {type(scheduler).__name__} schedule has another length in this run and its learning rate "
+        "has no closed form to continue it from; resume with the epochs of the checkpoint's run"
+    )
+
+
+def _continue_schedule(
+    scheduler: torch.optim.lr_scheduler.LRScheduler, horizon: Mapping[str, Any], where: str
+) -> None:
+    """Put back this run's schedule length on a restored scheduler and set the optimizer's learning rates to it.
+
+    The checkpoint restored the progress (``last_epoch``) and the old length; with the length this run built
+    (e.g. ``t_total = epochs * steps`` after ``epochs`` grew) the run goes on as a run given these epochs from
+    the start would, from the restored step: one jump of the learning rate at the resume point, no second
+    warm-up or cosine cycle.
+    """
+    restored = {k: getattr(scheduler, k) for k in horizon}
+    changed = [k for k in horizon if not _same(restored[k], horizon[k])]
+    if not changed:
+        return
+    for k in horizon:
+        setattr(scheduler, k, horizon[k])
+    lrs = _schedule_lrs(scheduler, where)
+    before = [float(group["lr"]) for group in scheduler.optimizer.param_groups]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)  # what get_last_lr() returns
+    shown = ", ".join(f"{k} {restored[k]} -> {horizon[k]}" for k in changed if k != "_schedule_phases")
+    logger.warning(
+        f"{where}: the run's length changed ({shown or 'schedule phases'}): the {type(scheduler).__name__} "
+        f"schedule continues to the new length from step {scheduler.last_epoch}; the learning rate jumps "
+        f"from {before[0]:.6g} to {lrs[0]:.6g} here, once"
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (RuntimeError, ValueError):  # tensors
+        return False
 
 
 class EncoderCheckpointSaver:

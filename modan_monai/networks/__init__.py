@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .blocks import ContextBottleneck
 from .checkpoint import ENCODER_CHECKPOINT_FORMAT, load_encoder, load_encoder_state, read_checkpoint, save_encoder
+from .checkpoint import DamagedCheckpointError, check_finite_state, load_weights_file
 from .factory import build_classifier
 from .init import IMAGENET_PREFIX, initialise_encoder
 from .nets import (
@@ -59,4 +60,5 @@ __all__ = [
     "resolve_encoder",
     "save_encoder",
     "unregister_encoder",
+    "DamagedCheckpointError", "check_finite_state", "load_weights_file",
 ]

@@ -19,7 +19,9 @@ entries. The encoder registry (:mod:`modan_monai.networks.registry`) maps ``arch
 
 from __future__ import annotations
 
+import math
 import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,12 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DamagedCheckpointError",
     "ENCODER_CHECKPOINT_FORMAT",
+    "check_finite_state",
     "load_encoder",
     "load_encoder_state",
+    "load_weights_file",
     "read_checkpoint",
     "save_encoder",
     "state_dict_problems",
@@ -108,8 +113,111 @@ def save_encoder(encoder: nn.Module, path: str | Path, **metadata: Any) -> Path:
     return path
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that is empty, truncated or corrupt (not a file ``torch.save`` wrote completely).
+
+    Attributes:
+        path: the file.
+        size: its size in bytes.
+        kind: ``"empty"``, ``"truncated"`` or ``"corrupt"``.
+        reason: what the reader found (``""`` for an empty file).
+    """
+
+    def __init__(self, path: Path, size: int, kind: str, reason: str = "", what: str = "checkpoint") -> None:
+        self.path, self.size, self.kind, self.reason = path, size, kind, reason
+        if kind == "empty":
+            text = f"{what} {path} is empty (0 bytes): not a checkpoint"
+        elif kind == "truncated":
+            text = f"{what} {path} is truncated ({size} bytes, {reason}): not a complete checkpoint"
+        else:
+            text = f"{what} {path} is corrupt or not a PyTorch checkpoint ({size} bytes, unreadable: {reason})"
+        super().__init__(text)
+
+    @property
+    def detail(self) -> str:
+        """``"empty, 0 bytes"`` / ``"truncated, N bytes: ..."`` / ``"corrupt, N bytes: ..."``."""
+        return f"{self.kind}, {self.size} bytes" + (f": {self.reason}" if self.reason else "")
+
+
+def _first_line(err: BaseException) -> str:
+    """The most telling line of a loader's error (torch's weights-only errors put the cause mid-text)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("Unsupported"):
+            return line
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def _unsupported_global(err: BaseException) -> str | None:
+    """The ``Unsupported global: ...`` line of a weights-only refusal of a real object, else ``None``."""
+    for line in str(err).splitlines():
+        if "Unsupported global" in line:
+            return line.strip()
+    return None
+
+
+def _zip_damage(path: Path) -> tuple[str, str] | None:
+    """``(kind, reason)`` when ``path`` starts as a zip archive (``torch.save``'s format) but does not read as one."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        return None
+    if not zipfile.is_zipfile(path):
+        return "truncated", "a torch.save zip archive without its end, as a write cut short leaves"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return "corrupt", f"a damaged zip archive: {err}"
+    if bad is not None:
+        return "corrupt", f"a zip archive whose member {bad} fails its checksum"
+    return None
+
+
+def load_weights_file(path: str | Path, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` that names the file and what is wrong with it.
+
+    Args:
+        path: a file written by ``torch.save``.
+        map_location: passed to ``torch.load``.
+        what: how errors name the file (``"checkpoint"``, ``"encoder checkpoint"``...).
+
+    Returns:
+        What the file holds.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or is not a file (naming what it is).
+        DamagedCheckpointError: (a ``ValueError``) the file is empty (0 bytes), truncated (a zip archive without
+            its end) or corrupt (random bytes, a text file, a damaged archive), naming the file.
+        ValueError: the file holds objects other than tensors and plain values, which ``weights_only=True``
+            refuses (naming the global it met).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} is a directory, not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DamagedCheckpointError(path, 0, "empty", what=what)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a damaged pickle raises about anything (KeyError, IndexError...)
+        damage = _zip_damage(path)
+        if damage is not None:
+            raise DamagedCheckpointError(path, size, *damage, what=what) from err
+        refused = _unsupported_global(err) if isinstance(err, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise ValueError(
+                f"{what} {path} holds objects other than tensors and plain values and is not loaded "
+                f"(torch.load weights_only=True refused it): {refused}"
+            ) from err
+        raise DamagedCheckpointError(path, size, "corrupt", f"{type(err).__name__}: {_first_line(err)}",
+                                     what=what) from err
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with ``torch.load(weights_only=True)``.
+    """Load a checkpoint dict with ``torch.load(weights_only=True)`` (:func:`load_weights_file`).
 
     Args:
         path: checkpoint file.
@@ -119,23 +227,43 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         The loaded dict.
 
     Raises:
-        FileNotFoundError: when ``path`` does not exist.
+        FileNotFoundError: when ``path`` does not exist or is a directory.
+        DamagedCheckpointError: (a ``ValueError``) when the file is empty, truncated or corrupt, naming it.
         ValueError: when the file holds more than tensors and plain values (refused by ``weights_only``) or is
             not a dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        loaded = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"checkpoint {path} holds objects other than tensors and plain values and is not loaded "
-            f"(torch.load weights_only=True refused it): {err}"
-        ) from err
+    loaded = load_weights_file(path, map_location)
     if not isinstance(loaded, Mapping):
         raise ValueError(f"checkpoint {path} holds a {type(loaded).__name__}, expected a dict.")
     return dict(loaded)
+
+
+def check_finite_state(state: Mapping[str, Any], source: str) -> None:
+    """Refuse weights with NaN or Inf values, naming the first such tensor (in state-dict order).
+
+    Args:
+        state: a state dict (non-tensor and integer entries are skipped).
+        source: names the weights in the error (``"checkpoint runs/a/encoder.pt"``).
+
+    Raises:
+        ValueError: naming ``source``, the first non-finite tensor with its NaN / Inf counts, and how many
+            tensors are non-finite in all.
+    """
+    bad = [
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if not bad:
+        return
+    first = state[bad[0]]
+    n_nan, n_inf = int(torch.isnan(first).sum()), int(torch.isinf(first).sum())
+    more = f"; {len(bad)} of {len(state)} tensors are non-finite" if len(bad) > 1 else ""
+    raise ValueError(
+        f"{source} holds non-finite weights: {bad[0]} {tuple(first.shape)} has {n_nan} NaN and {n_inf} Inf of "
+        f"{math.prod(first.shape)} values{more}; it cannot initialise an encoder (a run that diverged? use an "
+        "earlier checkpoint of it)."
+    )
 
 
 def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -166,6 +294,7 @@ def _extract_encoder_state(checkpoint: Mapping[str, Any], source: str) -> dict[s
         state = _strip_prefix(state, "module.")
     if any(k.startswith("encoder.") for k in state):  # ContrastiveModel / ClassificationModel
         state = _strip_prefix(state, "encoder.")
+    check_finite_state(state, source)
     return state
 
 

@@ -145,7 +145,8 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
     Raises:
         FileNotFoundError: when the checkpoint file does not exist.
         ValueError: when the checkpoint does not match the encoder (naming the missing, unexpected and
-            shape-mismatched keys), or ``init`` is empty.
+            shape-mismatched keys), holds NaN / Inf weights (naming the file and the first such tensor), is
+            empty, truncated or corrupt (naming the file), or ``init`` is empty.
     """
     logger = logger or logging.getLogger(__name__)
     kind, path = parse_encoder_spec(init)
@@ -165,6 +166,7 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
         return {"source": f"imagenet:{path}", "loaded": loaded, "reinitialised": reinitialised}
 
     checkpoint = read_checkpoint(path)
+    _extract_encoder_state(checkpoint, f"checkpoint {path}")  # names the file for a missing or non-finite state
     try:
         load_encoder_state(encoder, checkpoint, strict=True)
     except ValueError as err:

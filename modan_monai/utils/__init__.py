@@ -6,6 +6,7 @@ from .atomic import atomic_path, atomic_save, remove_stale_temporaries
 from .compare import max_abs_difference, state_differences
 from .random_state import RandomStates, preserved_rng_state, random_state_objects
 from .run_settings import RunSettings
+from .atomic import append_complete_lines, atomic_append_text, atomic_write_text
 
 __all__ = [
     "RandomStates",
@@ -17,4 +18,5 @@ __all__ = [
     "random_state_objects",
     "remove_stale_temporaries",
     "state_differences",
+    "append_complete_lines", "atomic_append_text", "atomic_write_text",
 ]

@@ -8,8 +8,10 @@ match them; :func:`remove_stale_temporaries` deletes those left by killed writer
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_save", "remove_stale_temporaries"]
+__all__ = [
+    "append_complete_lines",
+    "atomic_append_text",
+    "atomic_path",
+    "atomic_save",
+    "atomic_write_text",
+    "remove_stale_temporaries",
+]
 
 
 def _fsync_file(path: Path) -> None:
@@ -92,6 +101,83 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`.
+
+    Args:
+        path: the final file.
+        text: its whole content.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def atomic_append_text(path: str | Path, text: str) -> Path:
+    """Append ``text`` to ``path`` atomically: the old content and ``text`` go to a temporary that replaces it.
+
+    A killed write leaves the file as it was before the call, never a half-written last line. The whole file is
+    copied, so use it for small files that mark progress (``results.csv``: one line per finished fold); for large
+    logs see :func:`append_complete_lines`.
+
+    Args:
+        path: the file (created if missing).
+        text: what to add (complete lines, ending with a newline).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as out:
+            if path.is_file():
+                with open(path, "rb") as old:
+                    shutil.copyfileobj(old, out)
+            out.write(text.encode("utf-8"))
+    return path
+
+
+def append_complete_lines(path: str | Path, text: str) -> Path:
+    """Append complete lines to a large file in place, first dropping a partial last line a killed write left.
+
+    The append is not atomic (copying a large file at every append would cost its size each time), but no line
+    is ever half there for long: a file that does not end with a newline lost its last write midway, and that
+    partial line is cut off (with a warning) before ``text`` is added. Write the lines a later run depends on
+    (its resume key) after these, with :func:`atomic_append_text`, so that a cut line is written again.
+
+    Args:
+        path: the file (created if missing).
+        text: complete lines, ending with a newline.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+                if cut < 0 and size > len(tail):
+                    raise ValueError(f"{path} ends with a line over 64 KiB without a newline: not a file of lines")
+                f.truncate(keep)
+                logging.getLogger(__name__).warning(
+                    f"{path}: removed a partial last line ({size - keep} bytes) that an interrupted write left"
+                )
+        f.write(text.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

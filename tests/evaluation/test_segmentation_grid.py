@@ -68,3 +68,37 @@ def test_summary_orders_sizes_and_formats_mean_sd() -> None:
     assert table.loc[("12", "b"), "test_dice_heart"] == "0.650 ± 0.071" and table.seeds.tolist() == [2, 2, 2, 2]
     assert segmentation_markdown(table).splitlines()[0] == "| training images | init | seeds | heart |"
     assert list(segmentation_summary(results, init_order=["b", "a"]).index)[1:3] == [("12", "b"), ("12", "a")]
+
+
+@pytest.mark.parametrize(
+    ("script", "option", "value", "said"),
+    [
+        ("run_cv", "--batch-size", "0", "must be a positive integer (1 or more), got '0'"),
+        ("run_cv", "--epochs", "-1", "must be a positive integer (1 or more), got '-1'"),
+        ("run_cv", "--repeats", "two", "must be an integer, got 'two'"),
+        ("run_cv", "--folds", "1", "K-fold cross-validation needs 2 folds or more, got 1"),
+        ("run_segmentation", "--batch-size", "0", "must be a positive integer (1 or more), got '0'"),
+        ("run_segmentation", "--few-shot", "0", "must be a positive integer (1 or more), got '0'"),
+    ],
+)
+def test_bad_counts_are_refused_naming_the_option(
+    tmp_path: Path, load_script: Callable, capsys: pytest.CaptureFixture, script: str, option: str, value: str,
+    said: str,
+) -> None:
+    base = {"run_cv": ["--label-column", "finding"], "run_segmentation": ["--structures", "['heart']"]}[script]
+    with pytest.raises(SystemExit) as err:
+        load_script(script).main(["--manifest", "m.csv", *base, "--init", "scratch", "--out", str(tmp_path / "o"),
+                                  option, value])
+    assert err.value.code == 2
+    assert f"error: argument {option}: {said}" in capsys.readouterr().err
+
+
+def test_an_image_size_the_unet_cannot_take_stops_the_grid_first(
+    tmp_path: Path, load_script: Callable, capsys: pytest.CaptureFixture
+) -> None:
+    main = load_script("run_segmentation").main
+    assert main(["--manifest", "m.csv", "--structures", "['heart']", "--init", "scratch", "--image-size", "40",
+                 "--out", str(tmp_path / "o")]) == 1
+    assert ("error: init scratch (scratch): image_size 40 does not fit the segmentation U-Net on modan_resnet18_3x3: "
+            "its encoder downsamples by 16") in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

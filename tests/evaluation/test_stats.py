@@ -86,3 +86,12 @@ def test_summary_markdown_labels_both_tests() -> None:
     assert "## finetune: AUC" in text and "| modan | 0.795 ± 0.030 (n=10) |" in text
     assert "two-sided" in text and "one-sided (greater)" in text
     assert "| modan | 0.001953 | 0.0009766 |" in text
+
+
+@pytest.mark.parametrize(("n_repeats", "cell"), [(1, "| n/a (n = 1) | n/a (n = 1) |"), (2, "| 0.5 | 0.25 |")])
+def test_too_few_pairs_give_no_wilcoxon_p(n_repeats: int, cell: str) -> None:
+    table = summary_table(fake_results(n_repeats), reference="scratch").set_index("init")
+    assert table.loc["modan", "n_pairs"] == n_repeats
+    assert np.isnan(table.loc["modan", "p_two_sided"]) == (n_repeats == 1)
+    text = summary_markdown(fake_results(n_repeats), reference="scratch")
+    assert f"| modan {cell}" in text and "fewer than 6 pairs cannot reach 0.05" in text

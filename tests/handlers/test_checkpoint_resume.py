@@ -19,6 +19,7 @@ from ignite.metrics import MeanSquaredError
 from monai.data import CacheDataset, DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, from_engine
+from monai.optimizers import WarmupCosineSchedule
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from monai.utils import set_determinism
 
@@ -259,11 +260,16 @@ def test_damaged_newest_checkpoint_is_named_with_the_earlier_one(tmp_path: Path)
     with pytest.raises(ValueError) as err:
         tiny_run(tmp_path, 4)
     message = str(err.value)
-    assert str(newest) in message and "damaged (0 bytes)" in message and f"earlier checkpoint {earlier}" in message
+    assert str(newest) in message and "damaged (empty, 0 bytes)" in message
+    assert f"earlier checkpoint {earlier}" in message
 
     whole = earlier.read_bytes()
     newest.write_bytes(whole[: len(whole) // 2])  # truncated
-    with pytest.raises(ValueError, match=r"checkpoint_epoch=3\.pt is damaged \(\d+ bytes, unreadable: .*"
+    with pytest.raises(ValueError, match=r"checkpoint_epoch=3\.pt is damaged \(truncated, \d+ bytes: .*"
+                       r"delete it to resume from the earlier checkpoint .*checkpoint_epoch=2\.pt"):
+        tiny_run(tmp_path, 4)
+    newest.write_bytes(np.random.default_rng(0).bytes(300))  # random bytes
+    with pytest.raises(ValueError, match=r"checkpoint_epoch=3\.pt is damaged \(corrupt, 300 bytes: .*"
                        r"delete it to resume from the earlier checkpoint .*checkpoint_epoch=2\.pt"):
         tiny_run(tmp_path, 4)
 
@@ -313,3 +319,46 @@ def test_encoder_saver_writes_atomically(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "encoder.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt"]
     torch.testing.assert_close(load_encoder(tmp_path / "encoder.pt").state_dict(), encoder.state_dict())
+
+
+# --- resuming with more epochs: the schedule of the longer run ---
+
+SCHEDULES = {
+    "warmup_cosine": lambda opt, epochs: WarmupCosineSchedule(opt, warmup_steps=3, t_total=epochs * 3),  # LambdaLR
+    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * 3),  # chainable
+}
+
+
+def scheduled_run(out: Path, epochs: int, schedule: str) -> list[float]:
+    """3 iterations per epoch, the scheduler stepped per iteration; the learning rate each iteration used."""
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    scheduler = SCHEDULES[schedule](optimizer, epochs)
+    used: list[float] = []
+
+    def step(engine: Engine, batch: Any) -> None:
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.zero_grad()
+        model(torch.ones(1, 1)).sum().backward()
+        optimizer.step()
+
+    engine = Engine(step)
+    objects = {"network": model, "optimizer": optimizer, "lr_scheduler": scheduler, "random_states": RandomStates()}
+    ResumeFromCheckpoint(out, objects).attach(engine)
+    LrScheduleHandler(scheduler, epoch_level=False, print_lr=False).attach(engine)
+    TrainingCheckpointSaver(out, objects).attach(engine)
+    engine.run([0, 0, 0], max_epochs=epochs)
+    return used
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_resuming_with_more_epochs_follows_the_longer_schedule(tmp_path: Path, schedule: str, caplog) -> None:
+    longer = scheduled_run(tmp_path / "longer", 5, schedule)  # given 5 epochs from the start
+    shorter = scheduled_run(tmp_path / "resumed", 2, schedule)
+    with caplog.at_level("WARNING", logger="modan_monai.handlers.checkpoint"):
+        resumed = scheduled_run(tmp_path / "resumed", 5, schedule)  # epochs 3-5, 9 iterations
+    assert len(resumed) == 9
+    np.testing.assert_allclose(resumed, longer[6:], rtol=1e-12)  # every later step: the 5-epoch schedule
+    # the one jump, at the resume point: the 2-epoch schedule had decayed further (cosine to 0 at its end)
+    assert shorter[-1] < longer[5] and resumed[0] == pytest.approx(longer[6])
+    assert any("learning rate jumps" in r.getMessage() and "from step 6" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,18 @@ def test_refused_arguments() -> None:
         FlexibleUNet(in_channels=1, out_channels=2, backbone="modan_resnet18_3x3", pretrained=True)
     with pytest.raises(ValueError, match="registered: .*modan_resnet18_3x3"):
         flexunet_backbone("resnet50", "3x3")
+
+
+@pytest.mark.parametrize(
+    ("stem", "multiple", "size", "nearest"), [("3x3", 16, 40, "32 or 48"), ("7x7", 32, 48, "32 or 64")]
+)
+def test_an_image_size_the_unet_cannot_take_is_named(stem: str, multiple: int, size: int, nearest: str) -> None:
+    net = SegmentationUNet(in_channels=1, out_channels=2, stem=stem)
+    assert net.size_multiple == multiple
+    said = (f"does not fit the segmentation U-Net on modan_resnet18_{stem}: its encoder downsamples by {multiple}, "
+            f"so every image size must be a multiple of {multiple} (e.g. {nearest}); set image_size (bundle config "
+            "id 'image_size'")
+    with pytest.raises(ValueError, match=re.escape(f"image_size {size} {said}")):
+        SegmentationUNet(in_channels=1, out_channels=2, stem=stem, image_size=size)
+    with pytest.raises(ValueError, match=re.escape(f"input of spatial size ({size}, {multiple * 2}) {said}")):
+        net(torch.zeros(1, 1, size, multiple * 2))  # instead of "Sizes of tensors must match" in the decoder

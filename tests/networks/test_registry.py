@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from modan_monai.networks import (
     FLEXUNET_BACKBONES,
     CBResNet18Encoder,
     ClassificationModel,
+    DamagedCheckpointError,
     ContrastiveModel,
     MLVICXModel,
     ProjectionHead,
@@ -284,3 +286,49 @@ def test_register_encoder_refuses_bad_entries(args: tuple, kwargs: dict, match: 
     with pytest.raises(ValueError, match=match):
         register_encoder(*args, **kwargs)
     assert (encoder_architectures(), dict(FLEXUNET_BACKBONES)) == before
+
+
+def _damage(kind: str, good: bytes) -> bytes:
+    return {
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "random": np.random.default_rng(0).bytes(300),
+        "text": b"encoder weights here\n",
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("empty", r"is empty \(0 bytes\): not a checkpoint"),
+        ("truncated", r"is truncated \(\d+ bytes, a torch\.save zip archive without its end.*not a complete "),
+        ("random", r"is corrupt or not a PyTorch checkpoint \(300 bytes, unreadable: UnpicklingError: Unsupported"),
+        ("text", r"is corrupt or not a PyTorch checkpoint \(21 bytes, unreadable: "),
+    ],
+)
+@pytest.mark.parametrize("imagenet", [False, True])
+def test_a_damaged_init_file_is_named_as_damaged(tmp_path: Path, kind: str, said: str, imagenet: bool) -> None:
+    good = save_encoder(ResNet18Encoder(), tmp_path / "good.pt").read_bytes()
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(_damage(kind, good))
+    with pytest.raises(DamagedCheckpointError, match=re.escape(str(path)) + " " + said) as err:
+        build_encoder(f"imagenet:{path}" if imagenet else str(path))
+    assert err.value.kind == ("corrupt" if kind in ("random", "text") else kind)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("kind", ["encoder", "training"])
+def test_non_finite_init_weights_are_refused_naming_the_tensor(tmp_path: Path, value: float, kind: str) -> None:
+    encoder = ResNet18Encoder()
+    with torch.no_grad():
+        encoder.layer2[0].conv1.weight[0, 0, 0, 0] = value
+        encoder.layer4[1].bn2.weight[3] = value
+    path = tmp_path / f"{kind}.pt"
+    if kind == "encoder":
+        save_encoder(encoder, path)
+    else:
+        torch.save({"network": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
+    counts = "1 NaN and 0 Inf" if value != value else "0 NaN and 1 Inf"
+    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(path))} holds non-finite weights: "
+                       rf"layer2\.0\.conv1\.weight \(128, 64, 3, 3\) has {counts} of 73728 values; 2 of \d+ tensors"):
+        build_encoder(str(path))

@@ -43,6 +43,8 @@ from torch import nn
 __all__ = [
     "FLEXUNET_BACKBONES",
     "SegmentationUNet",
+    "check_unet_image_size",
+    "unet_size_multiple",
     "UNetVariant",
     "flexunet_backbone",
     "register_flexunet_backbones",
@@ -246,6 +248,47 @@ def unregister_flexunet_backbones(arch: str) -> None:
         del FLEXUNET_BACKBONES[name]
 
 
+def unet_size_multiple(backbone: nn.Module) -> int:
+    """The number every spatial size of a U-Net input must be a multiple of: the backbone's largest stride.
+
+    Args:
+        backbone: a FlexibleUNet backbone built by the registry (``build_encoder(..., unet_backbone=True)``).
+
+    Returns:
+        16 for the ResNet-18 3x3 stem, 32 for the 7x7 stem.
+    """
+    return int(max(backbone.variants[backbone.variant].strides))
+
+
+def check_unet_image_size(backbone: nn.Module, sizes: int | Sequence[int], what: str = "image_size") -> None:
+    """Refuse image sizes a U-Net on ``backbone`` cannot take (``Sizes of tensors must match`` in the decoder).
+
+    The decoder doubles the size of its input at each level and joins it to the encoder map of that level, so
+    each spatial size must be a multiple of the encoder's downsampling, :func:`unet_size_multiple`.
+
+    Args:
+        backbone: a FlexibleUNet backbone built by the registry.
+        sizes: the spatial size (an int for every dimension) or the sizes.
+        what: names the sizes in the error.
+
+    Raises:
+        ValueError: naming the sizes, the multiple, the nearest sizes that fit and the ``image_size`` option.
+    """
+    sizes = [int(sizes)] if isinstance(sizes, int) else [int(s) for s in sizes]
+    m = unet_size_multiple(backbone)
+    wrong = [s for s in sizes if s % m or s < m]
+    if not wrong:
+        return
+    lower, upper = max(m, wrong[0] // m * m), (wrong[0] // m + 1) * m
+    nearest = f"{lower} or {upper}" if lower < wrong[0] else f"{upper}"
+    shown = tuple(sizes) if len(set(sizes)) > 1 else sizes[0]
+    raise ValueError(
+        f"{what} {shown} does not fit the segmentation U-Net on {backbone.backbone_name}: its encoder downsamples "
+        f"by {m}, so every image size must be a multiple of {m} (e.g. {nearest}); set image_size (bundle config "
+        "id 'image_size', run_segmentation.py --image-size) to one."
+    )
+
+
 class SegmentationUNet(FlexibleUNet):
     """MONAI ``FlexibleUNet`` on a registered encoder, initialised by the encoder registry and optionally frozen.
 
@@ -272,17 +315,24 @@ class SegmentationUNet(FlexibleUNet):
         encoder_kwargs: further encoder arguments (``act``, ``norm``; ``reduction``, ``channel_gate`` for
             ``cb_resnet18``) overriding the checkpoint's.
         decoder_channels: channels of the decoder blocks (truncated to the number of encoder maps).
+        image_size: the spatial size of the images the network will get (an int or one per dimension), checked
+            against :attr:`size_multiple` here; ``None``: checked on each input only.
         flexunet_kwargs: other ``FlexibleUNet`` arguments (``norm``, ``act``, ``dropout``, ``upsample`` ...).
 
     Attributes:
         init_report: what the registry loaded (``source``, ``arch``, ``encoder_kwargs``, ``loaded``,
             ``reinitialised``).
+        size_multiple: every spatial size of an input must be a multiple of it, the encoder's largest
+            downsampling (16 for the 3x3 stem, 32 for the 7x7 stem): the decoder doubles the size at each level
+            and joins it to the skip map of the same level.
 
     Shapes:
         ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)`` logits.
 
     Raises:
-        ValueError: unknown arch/stem, or a checkpoint that does not fit the encoder (naming the keys).
+        ValueError: unknown arch/stem, a checkpoint that does not fit the encoder (naming the keys), or an
+            ``image_size`` (here or of an input in ``forward``) that is not a multiple of :attr:`size_multiple`
+            (naming the size, the multiple and the ``image_size`` option).
         FileNotFoundError: when the checkpoint does not exist.
 
     Example:
@@ -304,6 +354,7 @@ class SegmentationUNet(FlexibleUNet):
         spatial_dims: int = 2,
         encoder_kwargs: Mapping[str, Any] | None = None,
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        image_size: int | Sequence[int] | None = None,
         **flexunet_kwargs: Any,
     ) -> None:
         from modan_monai.networks.registry import build_encoder  # the registry imports this module
@@ -329,10 +380,32 @@ class SegmentationUNet(FlexibleUNet):
         self.encoder = encoder  # replaces FlexibleUNet's fresh encoder of the same backbone by the initialised one
         self.init_report = encoder.init_report
         self.arch, self.stem = encoder.init_report["arch"], getattr(encoder, "stem", None)
+        self.size_multiple = unet_size_multiple(encoder)
+        if image_size is not None:
+            self.check_image_size(image_size)
         self.freeze_encoder = bool(freeze_encoder)
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+
+    def check_image_size(self, sizes: Sequence[int], what: str = "image_size") -> None:
+        """Refuse spatial sizes that are not multiples of :attr:`size_multiple` (:func:`check_unet_image_size`)."""
+        check_unet_image_size(self.encoder, sizes, what)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits.
+
+        Args:
+            inputs: ``(B, in_channels, H, W)``, ``H`` and ``W`` multiples of :attr:`size_multiple`.
+
+        Returns:
+            ``(B, out_channels, H, W)`` logits.
+
+        Raises:
+            ValueError: a spatial size that is not a multiple of :attr:`size_multiple`.
+        """
+        self.check_image_size(inputs.shape[2:], what="input of spatial size")
+        return super().forward(inputs)
 
     def train(self, mode: bool = True) -> SegmentationUNet:
         """Set training mode; a frozen encoder is kept in eval mode."""
