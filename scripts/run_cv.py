@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from modan_monai.evaluation import EXAM_AGGREGATIONS, EVALUATION_LEVELS, PROTOCOL_MODES, parse_init_specs, run_protocol
+from modan_monai.utils import RunLockError, lock_output_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", help="classify bundle folder (default: bundles/classify of this repository)")
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     args = parser.parse_args(argv)
+    try:  # one run per --out (two would write every fold twice); released on return, or at exit
+        lock = lock_output_dir(args.out, what="--out")
+    except RunLockError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines only at WARNING
@@ -93,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
+        lock.release()
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
             logger.removeFilter(warnings_only)
