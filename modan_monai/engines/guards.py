@@ -153,16 +153,19 @@ def check_datalist(
     if label_key is not None and min_classes > 1:
         counts = _classes(rows, label_key, label_transform)
         if counts is not None and len(counts) < min_classes:
-            def name(c: Any) -> str:
-                return repr(class_names[c]) if class_names is not None and isinstance(c, int) and c < len(class_names) else repr(c)
+            names = list(class_names or [])
 
-            shown = "{" + ", ".join(f"{name(c)}: {k}" for c, k in sorted(counts.items(), key=str)[:_MAX_SHOWN]) + "}"
+            def name(c: Any) -> str:
+                return repr(names[c]) if isinstance(c, int) and 0 <= c < len(names) else repr(c)
+
+            ordered = sorted(counts.items(), key=str)[:_MAX_SHOWN]
+            shown = "{" + ", ".join(f"{name(c)}: {k}" for c, k in ordered) + "}"
             what = "a single class" if len(counts) == 1 else f"{len(counts)} classes"
             raise ValueError(
                 f"{context}{role} data ({where}) holds {what} in its {len(rows)} rows: {shown} (label "
                 f"{label_key!r}); it needs at least {min_classes} (an AUC of one class is NaN and picks no best "
-                f"model; a k-NN accuracy of one class measures nothing). {change[0].upper() + change[1:]} so that the {role} rows hold "
-                f"every class.{tail}"
+                f"model; a k-NN accuracy of one class measures nothing). {change[0].upper() + change[1:]} so that the "
+                f"{role} rows hold every class.{tail}"
             )
     return batches
 

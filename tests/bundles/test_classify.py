@@ -193,5 +193,6 @@ def test_second_run_into_one_output_dir_is_refused(tmp_path: Path, demo: tuple[P
         holder.kill()
         holder.wait()
     cause = err.value.__cause__
-    assert isinstance(cause, RunLockError) and f"output_dir {tmp_path} is in use by another run: pid {holder.pid}" in str(cause)
+    assert isinstance(cause, RunLockError)
+    assert f"output_dir {tmp_path} is in use by another run: pid {holder.pid}" in str(cause)
     assert not (tmp_path / "logs").exists()
