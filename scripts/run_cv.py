@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from modan_monai.evaluation import EXAM_AGGREGATIONS, EVALUATION_LEVELS, PROTOCOL_MODES, parse_init_specs, run_protocol
 from modan_monai.evaluation.protocol import non_negative_int, positive_int
+from modan_monai.utils import RunLockError, lock_output_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.folds < 2:
         parser.error(f"argument --folds: K-fold cross-validation needs 2 folds or more, got {args.folds}")
+    try:  # one run per --out (two would write every fold twice); released on return, or at exit
+        lock = lock_output_dir(args.out, what="--out")
+    except RunLockError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines only at WARNING
@@ -96,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
+        lock.release()
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
             logger.removeFilter(warnings_only)

@@ -27,6 +27,7 @@ from pathlib import Path
 from modan_monai.evaluation import parse_init_specs
 from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.evaluation.segmentation_grid import plan_runs, run_grid, segmentation_markdown, segmentation_summary
+from modan_monai.utils import RunLockError, lock_output_dir
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "segment"
 
@@ -64,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
+    try:  # one run per --out; released on return, or at exit
+        lock = lock_output_dir(args.out, what="--out")
+    except RunLockError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
@@ -75,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = plan_runs(inits, args.few_shot, args.seeds, stem=args.stem, image_size=args.image_size)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        lock.release()
         return 1
     overrides = {
         "manifest": str(Path(args.manifest).resolve()), "structures": structures, "image_size": args.image_size,
@@ -87,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = segmentation_markdown(summary)
     (Path(args.out) / "summary.md").write_text(text + "\n")
     print(text)
+    lock.release()
     return 0
 
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from .atomic import atomic_path, atomic_save, remove_stale_temporaries
 from .compare import max_abs_difference, state_differences
+from .lock import LOCK_NAME, RunLock, RunLockError, lock_output_dir
 from .random_state import RandomStates, preserved_rng_state, random_state_objects
 from .run_settings import RunSettings
 from .atomic import append_complete_lines, atomic_append_text, atomic_write_text
 
 __all__ = [
+    "LOCK_NAME",
     "RandomStates",
+    "RunLock",
+    "RunLockError",
     "RunSettings",
     "atomic_path",
     "atomic_save",
+    "lock_output_dir",
     "max_abs_difference",
     "preserved_rng_state",
     "random_state_objects",

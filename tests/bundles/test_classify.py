@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from monai.bundle import run as bundle_run
 from modan_monai.data.demo_tasks import demo_classification_manifest
 from modan_monai.handlers import ExamROCAUC, KeepBestWeights
 from modan_monai.networks import build_classifier
+from modan_monai.utils import RunLockError
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "classify"
 CONFIGS = BUNDLE / "configs"
@@ -119,9 +122,8 @@ def test_bad_label_column_is_named(tmp_path: Path, demo: tuple[Path, Path], over
         config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
         dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), **override,
     )
-    workflow.initialize()
-    with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError of binary_labels
-        workflow.parser.get_parsed_content("train_datalist")
+    with pytest.raises(RuntimeError) as err:  # initialize checks the datalists; the parser wraps the ValueError
+        workflow.initialize()
     assert isinstance(err.value.__cause__, ValueError) and re.search(match, str(err.value.__cause__))
 
 
@@ -150,13 +152,13 @@ def test_val_level_sets_the_validation_metric(tmp_path: Path, demo: tuple[Path, 
 @pytest.mark.parametrize(
     "one_class_val, override, item, match",
     [(False, {"val_level": "slice"}, "validate#key_metric", r"level must be one of \('exam', 'image'\), got 'slice'"),
-     (True, {}, "val_datalist", r"split 'val' data \(manifest .*one_class_val\.csv\) needs both classes in "
-                                r"'label' .*has only \[0\]")],
+     (True, {}, None, r"output_dir .*: validation data \(split 'val', manifest .*one_class_val\.csv\) holds a "
+                      r"single class in its \d+ rows: \{0: \d+\} .*config id\(s\) 'manifest', 'label_column'")],
 )
 def test_bad_settings_are_named(tmp_path: Path, demo: tuple[Path, Path], one_class_val: bool, override: dict,
-                                item: str, match: str) -> None:
+                                item: str | None, match: str) -> None:
     root, manifest = demo
-    if one_class_val:  # the positive validation cases moved to the test split
+    if one_class_val:  # the positive validation cases moved to the test split: refused before training
         frame = pd.read_csv(manifest)
         frame.loc[(frame["split"] == "val") & (frame["label"] == 1), "split"] = "test"
         manifest = root / "one_class_val.csv"  # beside the original: its relative paths still resolve
@@ -165,7 +167,32 @@ def test_bad_settings_are_named(tmp_path: Path, demo: tuple[Path, Path], one_cla
         config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
         dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path), **override,
     )
-    workflow.initialize()
     with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError
+        workflow.initialize()
         workflow.parser.get_parsed_content(item)
     assert isinstance(err.value.__cause__, ValueError) and re.search(match, str(err.value.__cause__))
+    assert not (tmp_path / "logs").exists()  # nothing written
+
+
+def test_second_run_into_one_output_dir_is_refused(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    root, manifest = demo
+    holder = subprocess.Popen(  # another run holding the folder (its lock taken, as the bundle's initialize does)
+        [sys.executable, "-c", "import sys, time; from modan_monai.utils import RunLock; RunLock(sys.argv[1])"
+         ".acquire(); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=BUNDLE.parents[1],
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        workflow = ConfigWorkflow(
+            config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+            dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path),
+        )
+        with pytest.raises(RuntimeError) as err:
+            workflow.initialize()
+    finally:
+        holder.kill()
+        holder.wait()
+    cause = err.value.__cause__
+    assert isinstance(cause, RunLockError)
+    assert f"output_dir {tmp_path} is in use by another run: pid {holder.pid}" in str(cause)
+    assert not (tmp_path / "logs").exists()

@@ -1,0 +1,75 @@
+"""One run per output folder: ``modan_monai.utils.RunLock`` (concurrent run refused, stale lock taken over)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modan_monai.utils import LOCK_NAME, RunLock, RunLockError, lock_output_dir
+
+HOLDER = (
+    "import sys, time; from modan_monai.utils import lock_output_dir; lock_output_dir(sys.argv[1]); "
+    "print('held', flush=True); time.sleep(60)"
+)
+
+
+def test_second_run_is_refused_naming_folder_pid_and_host(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), *sys.path])}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockError) as err:
+            lock_output_dir(out)
+        message = str(err.value)
+        assert f"output_dir {out} is in use by another run" in message
+        assert f"pid {holder.pid} on host {socket.gethostname()!r}" in message
+        assert not RunLock(out).held
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock is stale now and the next run takes it over
+    lock = lock_output_dir(out)
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_stale_lock_is_taken_over_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "command": "x"}))
+    with caplog.at_level(logging.WARNING, logger="modan_monai.utils.lock"):
+        with RunLock(tmp_path, what="--out") as lock:
+            assert lock.held
+    assert f"taking over the stale lock {tmp_path / LOCK_NAME} of --out {tmp_path}" in caplog.text
+    assert f"pid {pid}" in caplog.text and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_same_process_reenters_and_nests_folders(tmp_path: Path) -> None:
+    outer = lock_output_dir(tmp_path, what="--out")
+    inner = lock_output_dir(tmp_path / "runs" / "fold0")  # run_cv: --out, then each fold's bundle
+    again = lock_output_dir(tmp_path)  # the same process re-entering its own folder
+    again.release()
+    assert (tmp_path / LOCK_NAME).is_file() and outer.held
+    inner.release()
+    outer.release()
+    assert not (tmp_path / LOCK_NAME).exists() and not (tmp_path / "runs" / "fold0" / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [({"pid": 1, "host": "another-host", "command": "x"}, "Its host is not this one"), (None, "cannot be read")],
+)
+def test_foreign_or_damaged_lock_is_refused(tmp_path: Path, content: dict | None, match: str) -> None:
+    (tmp_path / LOCK_NAME).write_text(json.dumps(content) if content else "")
+    with pytest.raises(RunLockError, match=match) as err:
+        lock_output_dir(tmp_path)
+    assert str(tmp_path / LOCK_NAME) in str(err.value)
