@@ -11,9 +11,22 @@ Every file is opened with ``pydicom.dcmread(stop_before_pixels=True)`` (which ch
 
 - ``modality`` / ``anatomy``: the raw ``Modality`` / ``BodyPartExamined`` values (e.g. ``CT`` / ``LUNG``); the
   vocabulary maps synonyms (``LUNG`` and ``CHEST`` both become ``chest``). Empty when the tag is absent.
-- ``case_id``: ``PatientID``, or ``StudyInstanceUID`` when the patient id is empty.
+- ``case_id``: a pseudonym, never the raw identifier: ``pid-`` + the first 16 hex digits of
+  HMAC-SHA256(salt, ``PatientID``), or ``study-`` + the same hash of ``StudyInstanceUID`` when the patient id is empty
+  (see :func:`pseudonym`). The same salt gives the same pseudonym in every build; without the salt the patient id
+  cannot be recovered from it (nor confirmed by hashing guessed ids).
 - ``index`` empty (multi-frame files are expanded by the dataset), ``key`` empty.
-- extra columns ``StudyInstanceUID``, ``SeriesInstanceUID``, ``SOPInstanceUID``.
+- extra columns ``StudyInstanceUID``, ``SeriesInstanceUID``, ``SOPInstanceUID`` only with ``keep_uids=True`` (UIDs
+  identify the exam at the hospital that made it: leave them out of anything you share).
+
+No other header value (PatientName, PatientBirthDate, AccessionNumber, ...) is read into the manifest. The ``path``
+column holds the file paths: do not name files or folders after patients.
+
+The salt is ``salt=`` (a string), or the contents of ``salt_file=`` (created with a random 256-bit secret, mode 0600,
+when it does not exist). Without either, the salt file is ``$MODAN_DICOM_SALT_FILE`` or
+``~/.config/modan_monai/dicom.salt``. ``scripts/build_manifest.py`` uses ``<manifest>.salt`` beside the manifest it
+writes. Keep the salt file private and never share it with the manifest or any run output: anyone holding it can
+test guessed patient ids against the pseudonyms. Deleting it gives every case a new pseudonym at the next build.
 
 A file that is not DICOM is an error listing the files, unless ``ignore_non_dicom=True``, which logs a warning with the
 count and names. ``DICOMDIR`` media directory files carry no image and are always left out with a warning.
@@ -21,6 +34,10 @@ count and names. ``DICOMDIR`` media directory files carry no image and are alway
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -29,9 +46,16 @@ from pydicom.errors import InvalidDicomError
 
 from ._common import as_frame, logger, preview, require_dir
 
-__all__ = ["build"]
+__all__ = ["PSEUDONYM_PREFIXES", "SALT_FILE_ENV", "build", "default_salt_file", "load_or_create_salt", "pseudonym"]
 
 _MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+_UID_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+#: source tag -> prefix of its pseudonym (recognisable as a pseudonym, and telling which tag it came from).
+PSEUDONYM_PREFIXES: dict[str, str] = {"PatientID": "pid-", "StudyInstanceUID": "study-"}
+#: environment variable naming the salt file used when neither ``salt`` nor ``salt_file`` is given.
+SALT_FILE_ENV = "MODAN_DICOM_SALT_FILE"
+_PSEUDONYM_HEX_DIGITS = 16  # 64 bits: no collision in any realistic number of patients (checked anyway)
 
 
 def _text(dataset, keyword: str) -> str:
@@ -39,19 +63,115 @@ def _text(dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def pseudonym(value: str, salt: str, tag: str = "PatientID") -> str:
+    """Salted pseudonym of an identifier: ``<prefix>`` + 16 hex digits of HMAC-SHA256(salt, ``"<tag>:<value>"``).
+
+    Args:
+        value: the raw identifier (e.g. a PatientID), non-empty.
+        salt: the secret key (see :func:`load_or_create_salt`).
+        tag: a key of :data:`PSEUDONYM_PREFIXES`; part of the hashed message, so a PatientID and a
+            StudyInstanceUID with the same text get different pseudonyms.
+
+    Returns:
+        e.g. ``"pid-3f9a0c1e5b7d2a48"``.
+
+    Raises:
+        ValueError: for an empty value or salt, or an unknown tag.
+
+    Example:
+        >>> pseudonym("12345", "secret") == pseudonym("12345", "secret") != pseudonym("12345", "other")
+        True
+    """
+    if tag not in PSEUDONYM_PREFIXES:
+        raise ValueError(f"pseudonym: unknown tag {tag!r}; known: {sorted(PSEUDONYM_PREFIXES)}.")
+    if not value:
+        raise ValueError(f"pseudonym: empty {tag}.")
+    if not salt:
+        raise ValueError("pseudonym: the salt is empty.")
+    digest = hmac.new(salt.encode("utf-8"), f"{tag}:{value}".encode("utf-8"), hashlib.sha256).hexdigest()
+    return PSEUDONYM_PREFIXES[tag] + digest[:_PSEUDONYM_HEX_DIGITS]
+
+
+def default_salt_file() -> Path:
+    """``$MODAN_DICOM_SALT_FILE`` if set, else ``~/.config/modan_monai/dicom.salt``."""
+    env = os.environ.get(SALT_FILE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".config" / "modan_monai" / "dicom.salt"
+
+
+def load_or_create_salt(path: str | Path) -> str:
+    """The salt held in ``path``; a new file with a random 256-bit secret (64 hex digits, mode 0600) if absent.
+
+    Args:
+        path: salt file (e.g. ``<manifest>.salt``). Its parent folder is created when missing.
+
+    Returns:
+        The salt: the file's text without surrounding whitespace.
+
+    Raises:
+        ValueError: if the file exists but cannot be read (a folder, no permission, not UTF-8 text) or is empty, or
+            cannot be created. The message names the file.
+    """
+    file = Path(path).expanduser()
+    if not file.exists():
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # created by a concurrent build: read that one
+            pass
+        except OSError as err:
+            raise ValueError(f"cannot create the DICOM pseudonym salt file {file}: {type(err).__name__}: {err}. "
+                             "Pass another salt file (--salt-file / salt_file=) or the salt itself.") from err
+        else:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            logger.warning("created the DICOM pseudonym salt file %s: keep it private (never share it with the "
+                           "manifest or any output) and keep it: the same salt gives the same case_id pseudonyms "
+                           "in later builds.", file)
+    try:
+        salt = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the DICOM pseudonym salt file {file}: {type(err).__name__}: {err}. Fix its "
+                         "permissions or pass the salt itself; do not replace it, a new salt changes every "
+                         "case_id.") from err
+    if not salt:
+        raise ValueError(f"the DICOM pseudonym salt file {file} is empty: restore the salt it held, or delete the "
+                         "file to start a new salt (every case_id then changes).")
+    return salt
+
+
+def _resolve_salt(salt: str | None, salt_file: str | Path | None) -> str:
+    if salt is not None and salt_file is not None:
+        raise ValueError("dicom_dir: pass either salt or salt_file, not both.")
+    if salt is not None:
+        if not str(salt).strip():
+            raise ValueError("dicom_dir: salt is empty; pass a secret string or a salt_file.")
+        return str(salt)
+    file = Path(salt_file) if salt_file is not None else default_salt_file()
+    if salt_file is None:
+        logger.info("DICOM pseudonym salt file: %s (set salt_file= or %s to use another)", file, SALT_FILE_ENV)
+    return load_or_create_salt(file)
+
+
 def build(
     root: str | Path,
     dataset: str = "dicom",
     split: str = "train",
     ignore_non_dicom: bool = False,
+    salt: str | None = None,
+    salt_file: str | Path | None = None,
+    keep_uids: bool = False,
 ) -> pd.DataFrame:
-    """Build a manifest of every DICOM file under ``root``.
+    """Build a manifest of every DICOM file under ``root``, with pseudonymous ``case_id`` values.
 
     Args:
         root: folder to walk recursively.
         dataset: value of the ``dataset`` column.
         split: value of the ``split`` column.
         ignore_non_dicom: leave non-DICOM files out with a warning instead of raising.
+        salt: secret key of the ``case_id`` pseudonyms.
+        salt_file: file holding the salt, created with a random one when absent (default, when ``salt`` is not
+            given either: :func:`default_salt_file`).
+        keep_uids: add the Study/Series/SOP Instance UID columns (left out by default).
 
     Returns:
         Manifest frame with absolute paths, sorted by path.
@@ -59,10 +179,13 @@ def build(
     Raises:
         FileNotFoundError: if ``root`` is not a folder.
         ValueError: if non-DICOM files are present (and not ignored), a file has neither PatientID nor
-            StudyInstanceUID, or no DICOM file is found.
+            StudyInstanceUID, no DICOM file is found, both or an empty salt are given, or the salt file cannot be
+            read or created.
     """
     folder = require_dir(root, "DICOM root")
+    secret = _resolve_salt(salt, salt_file)
     rows, non_dicom, media_dirs = [], [], []
+    owners: dict[str, tuple[str, Path]] = {}  # pseudonym -> (raw identifier, first file), for the collision check
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             header = dcmread(file, stop_before_pixels=True)
@@ -73,22 +196,20 @@ def build(
         if sop_class == _MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:
             media_dirs.append(file)
             continue
-        case_id = _text(header, "PatientID") or _text(header, "StudyInstanceUID")
-        if not case_id:
+        tag = "PatientID" if _text(header, "PatientID") else "StudyInstanceUID"
+        identifier = _text(header, tag)
+        if not identifier:
             raise ValueError(f"DICOM file {file} has neither PatientID nor StudyInstanceUID: cannot set case_id.")
-        rows.append(
-            {
-                "path": str(file),
-                "modality": _text(header, "Modality"),
-                "anatomy": _text(header, "BodyPartExamined"),
-                "split": split,
-                "dataset": dataset,
-                "case_id": case_id,
-                "StudyInstanceUID": _text(header, "StudyInstanceUID"),
-                "SeriesInstanceUID": _text(header, "SeriesInstanceUID"),
-                "SOPInstanceUID": _text(header, "SOPInstanceUID"),
-            }
-        )
+        case_id = pseudonym(identifier, secret, tag)
+        owner = owners.setdefault(case_id, (f"{tag}:{identifier}", file))
+        if owner[0] != f"{tag}:{identifier}":  # the raw identifiers stay out of the message
+            raise ValueError(f"DICOM files {owner[1]} and {file}: two different patient ids share the pseudonym "
+                             f"{case_id}; build again with another salt.")
+        row = {"path": str(file), "modality": _text(header, "Modality"), "anatomy": _text(header, "BodyPartExamined"),
+               "split": split, "dataset": dataset, "case_id": case_id}
+        if keep_uids:
+            row.update({column: _text(header, column) for column in _UID_COLUMNS})
+        rows.append(row)
     if media_dirs:
         logger.warning("DICOM root %s: left out %d DICOMDIR file(s) without images: %s", folder, len(media_dirs),
                        preview(media_dirs))

@@ -4,6 +4,7 @@
 Examples:
     python scripts/build_manifest.py busi ../shared/datasets/busi -o manifests/busi.csv
     python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --dataset tcga --opt ignore_non_dicom=true
+    python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --salt-file ~/secrets/ct.salt --keep-uids
     python scripts/build_manifest.py mrnet /data/MRNet-v1.0 -o mrnet.csv --opt planes=sagittal,coronal
     python scripts/build_manifest.py shared-pretrain ../shared/datasets -o pretrain.csv --max-per-dataset 500
     python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv \\
@@ -16,6 +17,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+import inspect
+from pathlib import Path
 from typing import Any
 
 from data_manifests import BUILDERS, assign_splits, build_manifest, summarize
@@ -61,6 +64,30 @@ def _parse_fractions(text: str) -> dict[str, float]:
     return fractions
 
 
+def _add_privacy_options(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """``--salt`` / ``--salt-file`` / ``--keep-uids`` into ``options``; the salt file defaults to ``<output>.salt``.
+
+    Applies to every builder that takes a ``salt_file`` (``dicom_dir``); refused for the others.
+    """
+    accepted = inspect.signature(BUILDERS[args.kind.replace("-", "_")]).parameters
+    given = [flag for flag, value in (("--salt", args.salt), ("--salt-file", args.salt_file),
+                                      ("--keep-uids", args.keep_uids)) if value]
+    if "salt_file" not in accepted:
+        if given:
+            parser.error(f"{' / '.join(given)} only apply to kind dicom_dir (kind {args.kind} reads no DICOM ids)")
+        return
+    if args.salt is not None and args.salt_file is not None:
+        parser.error("pass either --salt or --salt-file, not both")
+    if args.salt is not None:
+        options["salt"] = args.salt
+    elif args.salt_file is not None:
+        options["salt_file"] = args.salt_file
+    elif "salt" not in options and "salt_file" not in options:
+        options["salt_file"] = str(Path(args.output).expanduser()) + ".salt"
+    if args.keep_uids:
+        options["keep_uids"] = True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -69,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(XR/chest), JSRT (XR/chest), TCGA CT DICOM (CT/chest; BodyPartExamined CHEST or LUNG) and head CT "
             "(CT/head). BUSI is NOT included: it is a downstream evaluation set, and a model is never pretrained on "
             "the images it is evaluated on (use --exclude for PneumoniaMNIST / head CT when evaluating on those). "
+            "Kind dicom_dir: case_id is a salted pseudonym of the PatientID (HMAC-SHA256; StudyInstanceUID when the "
+            "patient id is empty). The salt is --salt, or the file --salt-file (default: <output>.salt beside the "
+            "manifest), created with a random secret when absent: keep it private, never share it, and keep it to "
+            "get the same pseudonyms in later builds. UIDs are left out unless --keep-uids. "
             "Builder options: see each data_manifests.<kind> module docstring."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="shared-pretrain: datasets to leave out (pneumoniamnist, jsrt, ct_tcga, head_ct)")
     parser.add_argument("--split-fractions", type=_parse_fractions, metavar="NAME=F,...",
                         help="assign a seeded random split per case_id (e.g. train=0.6,val=0.1,test=0.3; --seed)")
+    parser.add_argument("--salt", help="dicom_dir: secret salt of the case_id pseudonyms (a salt file is safer: "
+                                            "command lines are visible to other users and kept in shell history)")
+    parser.add_argument("--salt-file", help="dicom_dir: file holding the salt, created when absent "
+                                            "(default <output>.salt)")
+    parser.add_argument("--keep-uids", action="store_true",
+                        help="dicom_dir: keep the Study/Series/SOP Instance UID columns (left out by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -97,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.update(max_per_dataset=args.max_per_dataset, seed=args.seed, exclude=tuple(args.exclude))
     elif args.max_per_dataset is not None or args.exclude:
         parser.error("--max-per-dataset / --exclude only apply to kind shared-pretrain")
+    _add_privacy_options(parser, args, options)
     try:
         frame = build_manifest(args.kind, args.root, **options)
         if args.split_fractions is not None:
