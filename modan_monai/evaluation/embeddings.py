@@ -280,7 +280,9 @@ def embed_manifest(
 
     Writes, per encoder ``name``: ``<name>_umap.png``, ``<name>_umap.csv`` (manifest row, path, index, dataset,
     case_id, modality, anatomy, pair, x, y), ``<name>_features.npy``, and one projector embedding tagged ``name`` in
-    ``projector/``. Colours are fixed per (modality, anatomy) pair across encoders.
+    ``projector/``. Colours are fixed per (modality, anatomy) pair across encoders. The CSV and the projector
+    metadata hold these manifest columns only (no other manifest column, no DICOM header value): ``case_id`` as in
+    the manifest (a pseudonym for DICOM manifests) and the file ``path``, so files must not be named after patients.
 
     Args:
         manifest: manifest CSV (volumes without ``index`` are expanded to their slices).
