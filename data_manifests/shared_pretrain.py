@@ -59,6 +59,9 @@ def build(
     max_per_dataset: int | None = None,
     seed: int = 0,
     exclude: Sequence[str] = (),
+    salt: str | None = None,
+    salt_file: str | Path | None = None,
+    keep_uids: bool = False,
 ) -> pd.DataFrame:
     """Build the pretraining manifest (PneumoniaMNIST, JSRT, TCGA CT DICOM, head CT; never BUSI).
 
@@ -67,6 +70,7 @@ def build(
         max_per_dataset: subsample each dataset to at most this many rows (deterministic by ``seed``).
         seed: subsampling seed.
         exclude: dataset names of :data:`PRETRAIN_SOURCES` to leave out (the downstream evaluation set).
+        salt, salt_file, keep_uids: the DICOM source's pseudonymisation (see :func:`data_manifests.dicom_dir.build`).
 
     Returns:
         The combined manifest frame.
@@ -91,7 +95,8 @@ def build(
     for name, (relative, builder) in PRETRAIN_SOURCES.items():
         if name in exclude:
             continue
-        frames.append(subsample(builder(folder / relative, dataset=name), max_per_dataset, seed))
+        options = {"salt": salt, "salt_file": salt_file, "keep_uids": keep_uids} if builder is dicom_dir.build else {}
+        frames.append(subsample(builder(folder / relative, dataset=name, **options), max_per_dataset, seed))
     if not frames:
         raise ValueError("every pretraining source is excluded: nothing to build.")
     return combine(frames)

@@ -13,6 +13,15 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_dicom_salt(tmp_path_factory: pytest.TempPathFactory):
+    """DICOM manifests built without a salt use ``$MODAN_DICOM_SALT_FILE``: a temporary one, not the user's
+    ``~/.config/modan_monai/dicom.salt`` (set in ``os.environ`` so subprocesses see it too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODAN_DICOM_SALT_FILE", str(tmp_path_factory.mktemp("salt") / "dicom.salt"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The shared real datasets folder: env ``MODAN_SHARED_DATASETS`` or ``<repo>/../shared/datasets``.

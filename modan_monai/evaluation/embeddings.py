@@ -81,7 +81,8 @@ def extract_features(
         ``(N, F)`` float32 array.
 
     Raises:
-        ValueError: an empty datalist.
+        ValueError: an empty datalist, or features that are NaN/Inf (naming the first such item's manifest row
+            and file: UMAP would only say "Input contains NaN").
     """
     if not datalist:
         raise ValueError("extract_features: the datalist is empty.")
@@ -92,7 +93,15 @@ def extract_features(
                         num_workers=int(num_workers))
     chunks = [encoder(batch["image"].to(device)).float().cpu().numpy() for batch in loader]
     encoder.train(was_training)
-    return np.concatenate(chunks, axis=0)
+    features = np.concatenate(chunks, axis=0)
+    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if bad.size:
+        first = datalist[int(bad[0])]
+        raise ValueError(
+            f"extract_features: the encoder's features of {bad.size} of {len(features)} images are NaN/Inf, the first "
+            f"{first.get('source') or first.get('image')}; check that image (non-finite pixels?) and the encoder."
+        )
+    return features
 
 
 def _dicom_tag(path: str, keyword: str) -> str | None:

@@ -184,7 +184,7 @@ def _check_both_classes(labels: Sequence[int], what: str, where: str, label_key:
 def split_datalist(
     datalist: Sequence[Mapping[str, Any]], split: str, label_key: str = "label"
 ) -> list[dict[str, Any]]:
-    """The rows of one ``split``, checked to hold both classes (the bundle's ``train_datalist`` / ``val_datalist``).
+    """The rows of one ``split``, checked to hold both classes (for :func:`run_classify_bundle`'s data).
 
     Args:
         datalist: rows with ``split`` and an int 0/1 ``label_key`` (from :func:`binary_labels`).
@@ -347,8 +347,9 @@ def run_classify_bundle(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    _check_labels(train_data, "training", "label")
-    _check_labels(val_data, "validation", "label")
+    # named by output_dir: run_protocol's fold folders (".../fraction1_repeat0_fold2") say which fold it is
+    _check_labels(train_data, f"output_dir {output_dir}: training", "label")
+    _check_labels(val_data, f"output_dir {output_dir}: validation", "label")
     configs = classify_bundle_dir(bundle) / "configs"
     files = [str(configs / TRAIN_CONFIG)] + ([str(configs / LINEAR_PROBE_CONFIG)] if linear_probe else [])
     out = Path(output_dir)

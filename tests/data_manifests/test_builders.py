@@ -35,7 +35,7 @@ def test_dicom_dir_shared_tcga(shared_datasets):
     assert len(df) == 100 and set(df.modality) == {"CT"}
     assert set(df.anatomy) == {"CHEST", "LUNG"}  # raw tags, both spellings present
     assert _canonical(df) == {("CT", "chest")}
-    assert df.case_id.str.startswith("TCGA-").all() and df["index"].isna().all()
+    assert df.case_id.str.fullmatch(r"pid-[0-9a-f]{16}").all() and df["index"].isna().all()
 
 
 def test_dicom_dir_content_detection(shared_datasets, tmp_path, caplog):

@@ -51,6 +51,19 @@ def test_extract_features_are_encoder_outputs(demo_manifest: Path) -> None:
         np.testing.assert_allclose(features[5], encoder(image[None])[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_non_finite_features_name_the_first_item(demo_manifest: Path) -> None:
+    datalist = manifest_to_datalist(read_manifest(demo_manifest))[:4]
+
+    class NaNForThird(torch.nn.Module):  # an encoder whose output for the third image is NaN
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 3)
+            out[2:3] = float("nan") if x.shape[0] > 2 else 0.0
+            return out
+
+    with pytest.raises(ValueError, match=r"1 of 4 images are NaN/Inf, the first manifest .* row 2: "):
+        extract_features(NaNForThird(), datalist, embedding_transforms(32), batch_size=4)
+
+
 def test_umap_is_seeded_and_checks_size() -> None:
     x = np.random.default_rng(0).normal(size=(12, 16)).astype(np.float32)
     a, b = umap_embed(x, seed=3), umap_embed(x, seed=3)
