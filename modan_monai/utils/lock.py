@@ -117,17 +117,13 @@ class RunLock:
         Raises:
             RunLockError: see the class.
         """
-        if self.held:
-            with _GUARD:
-                _HELD[self._key][1] += 1  # type: ignore[index]
-            return self
         if os.environ.get("RANK", "0").strip() not in ("", "0"):
             return self  # distributed ranks other than 0 share rank 0's folder
         self.folder.mkdir(parents=True, exist_ok=True)
         key = self.folder.resolve() / self.path.name
         with _GUARD:
             entry = _HELD.get(key)
-            if entry is not None and entry[0] == os.getpid():
+            if entry is not None and entry[0] == os.getpid():  # held by this process (this object or another)
                 entry[1] += 1
                 self._key = key
                 return self
