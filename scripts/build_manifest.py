@@ -67,14 +67,14 @@ def _parse_fractions(text: str) -> dict[str, float]:
 def _add_privacy_options(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, Any]) -> None:
     """``--salt`` / ``--salt-file`` / ``--keep-uids`` into ``options``; the salt file defaults to ``<output>.salt``.
 
-    Applies to every builder that takes a ``salt_file`` (``dicom_dir``); refused for the others.
+    Applies to every builder that takes a ``salt_file`` (``dicom_dir``, ``shared-pretrain``); refused for the others.
     """
     accepted = inspect.signature(BUILDERS[args.kind.replace("-", "_")]).parameters
     given = [flag for flag, value in (("--salt", args.salt), ("--salt-file", args.salt_file),
                                       ("--keep-uids", args.keep_uids)) if value]
     if "salt_file" not in accepted:
         if given:
-            parser.error(f"{' / '.join(given)} only apply to kind dicom_dir (kind {args.kind} reads no DICOM ids)")
+            parser.error(f"{' / '.join(given)} only apply to kind dicom_dir and shared-pretrain (kind {args.kind} reads no DICOM ids)")
         return
     if args.salt is not None and args.salt_file is not None:
         parser.error("pass either --salt or --salt-file, not both")
