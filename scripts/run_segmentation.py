@@ -65,11 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
-    try:  # one run per --out; released on return, or at exit
-        lock = lock_output_dir(args.out, what="--out")
-    except RunLockError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
@@ -79,9 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         inits = parse_init_specs(args.init)
         runs = plan_runs(inits, args.few_shot, args.seeds, stem=args.stem, image_size=args.image_size)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # before --out is created: a refused grid writes nothing
         print(f"error: {err}", file=sys.stderr)
-        lock.release()
+        return 1
+    try:  # one run per --out; released on return, or at exit
+        lock = lock_output_dir(args.out, what="--out")
+    except RunLockError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     overrides = {
         "manifest": str(Path(args.manifest).resolve()), "structures": structures, "image_size": args.image_size,

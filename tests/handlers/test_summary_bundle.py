@@ -78,4 +78,6 @@ def test_missing_held_out_split_names_the_config_id(tmp_path: Path) -> None:
     with pytest.raises(Exception) as err:
         run_bundle(demo, tmp_path / "run", epochs=1, knn_split="holdout")
     message = f"{err.value} {err.value.__cause__}"
-    assert "held-out split 'holdout' (config id 'knn_split') has no rows" in message and "knn_interval" in message
+    # refused in initialize by modan_monai.engines.check_datalist, before the k-NN monitor is built
+    assert "k-NN query data (split 'holdout'" in message and "has no rows" in message
+    assert "'knn_split'" in message and "knn_interval" in message
