@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from .best_weights import KeepBestWeights
-from .collapse import CollapseMonitor
-from .ema import EMATeacherUpdate, cosine_schedule
-from .gradients import FreezeLastLayer, PerParameterGradientClipping, clip_gradients_per_parameter
-from .schedules import LevelSchedule, SetEpoch, WeightDecaySchedule, level_at_epoch
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
 from .checkpoint import BestModelSaver, FinalModelSaver, list_checkpoints, read_training_checkpoint
 from .exam_auc import ExamROCAUC
@@ -34,5 +30,13 @@ __all__ = [
     "latest_checkpoint",
 ]
 __all__ += ["BestModelSaver", "FinalModelSaver", "RngPreservingValidationHandler", "list_checkpoints", "read_training_checkpoint"]
-__all__ += ["CollapseMonitor", "EMATeacherUpdate", "FreezeLastLayer", "LevelSchedule", "PerParameterGradientClipping", "SetEpoch",
-            "WeightDecaySchedule", "clip_gradients_per_parameter", "cosine_schedule", "level_at_epoch"]
+from .collapse import CollapseMonitor
+from .ema import EMATeacherUpdate, cosine_schedule, run_iterations
+from .gradients import FreezeLastLayer, PerParameterGradientClipping
+from .gradients import clip_gradients_per_parameter, optimizer_steps_now
+from .schedules import LevelSchedule, SetEpoch, WeightDecaySchedule, find_level_transform, parse_level_schedule
+
+__all__ += ["CollapseMonitor", "EMATeacherUpdate", "FreezeLastLayer", "LevelSchedule", "PerParameterGradientClipping"]
+__all__ += ["SetEpoch", "WeightDecaySchedule", "clip_gradients_per_parameter", "cosine_schedule"]
+__all__ += ["find_level_transform"]
+__all__ += ["optimizer_steps_now", "parse_level_schedule", "run_iterations"]

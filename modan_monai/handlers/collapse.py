@@ -1,67 +1,113 @@
-"""A warning when the DINO (localizability) loss sits at ln K: the head's outputs have collapsed to uniform."""
+"""Warn when the DINO localizability loss sits at ln K for a whole epoch (collapse to a uniform output).
+
+With a uniform student distribution over the K prototypes, the DINO cross-entropy equals ln K for any teacher
+distribution (methods.md section 3: "Collapse signature: L_loc stuck at ln K"). :class:`CollapseMonitor` reads
+the named loss terms the :class:`~modan_monai.engines.Trainer` puts in ``engine.state.output["loss_terms"]``
+(``AdamV2Loss`` returns ``"loc"`` and the constant ``"ln_K"``) and logs a warning at the end of an epoch in
+which every iteration's term stayed within the tolerance of the reference.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from ignite.engine import Engine, Events
 
 __all__ = ["CollapseMonitor"]
 
-logger = logging.getLogger("modan_monai.handlers.collapse")
+
+def _label(term: str) -> str:
+    return {"loc": "L_loc", "ln_K": "ln K"}.get(term, term)
 
 
 class CollapseMonitor:
-    """Warn after an epoch in which ``term`` stayed within ``tolerance`` (relative) of ``reference_term`` throughout.
+    """Log a ``logging.WARNING`` when ``term`` stays within ``tolerance`` (relative) of ``reference_term``
+    for every iteration of an epoch.
 
-    Adam-v2 / DINO collapse signature (methods.md §3): a uniform student distribution gives L_loc = ln K whatever
-    the teacher does.
+    Each iteration it reads ``engine.state.output[key][term]`` and ``[reference_term]`` and checks
+    ``|term - reference| <= tolerance * |reference|``; at ``Events.EPOCH_COMPLETED``, when that held for all
+    the iterations of the epoch, it warns on the ``modan_monai`` logger that the DINO head is outputting a
+    uniform distribution, with what to try, and appends the epoch to :attr:`flagged_epochs`. The per-epoch
+    tally restarts at every ``EPOCH_STARTED``, so resume at an epoch boundary is exact.
 
     Args:
-        term: loss term to watch (``"loc"``).
-        reference_term: loss term holding the reference value (``"ln_K"``).
+        term: the loss term watched (``"loc"``, L_loc).
+        reference_term: the term holding the collapse value (``"ln_K"``).
         tolerance: relative tolerance (0.01: within 1 %).
-        key: key of the terms in ``engine.state.output`` (see :class:`~modan_monai.engines.Trainer`).
+        key: key of the loss terms in ``engine.state.output``.
+        name: logger name.
 
     Attributes:
-        flagged_epochs: epochs that triggered the warning.
+        flagged_epochs: the 1-based epochs warned about.
+
+    Raises:
+        ValueError: when ``tolerance`` is negative.
+        KeyError: during the run, when the loss terms lack ``term`` or ``reference_term`` (naming the terms
+            there).
     """
 
-    def __init__(self, term: str = "loc", reference_term: str = "ln_K", tolerance: float = 0.01,
-                 key: str = "loss_terms") -> None:
-        self.term, self.reference_term = term, reference_term
+    def __init__(
+        self,
+        term: str = "loc",
+        reference_term: str = "ln_K",
+        tolerance: float = 0.01,
+        key: str = "loss_terms",
+        name: str = "modan_monai",
+    ) -> None:
+        if float(tolerance) < 0:
+            raise ValueError(f"CollapseMonitor: tolerance must be >= 0, got {tolerance}")
+        self.term = term
+        self.reference_term = reference_term
         self.tolerance = float(tolerance)
         self.key = key
+        self.logger = logging.getLogger(name)
         self.flagged_epochs: list[int] = []
-        self._near: list[bool] = []
-        self._reference = float("nan")
+        self._count = 0
+        self._all_within = True
+        self._reference = 0.0
 
     def attach(self, engine: Engine) -> None:
-        """Collect at every iteration, judge at every epoch end."""
+        """Register the monitor at ``EPOCH_STARTED``, ``ITERATION_COMPLETED`` and ``EPOCH_COMPLETED``."""
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._judge)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
 
     def _reset(self, engine: Engine) -> None:
-        self._near = []
+        self._count = 0
+        self._all_within = True
+
+    def _terms(self, engine: Engine) -> Mapping[str, Any]:
+        output = engine.state.output
+        terms = output.get(self.key) if isinstance(output, Mapping) else None
+        if not isinstance(terms, Mapping):
+            raise KeyError(
+                f"CollapseMonitor: engine.state.output has no {self.key!r} mapping of loss terms (run it on "
+                "modan_monai.engines.Trainer with a loss returning named terms)"
+            )
+        missing = [t for t in (self.term, self.reference_term) if t not in terms]
+        if missing:
+            raise KeyError(f"CollapseMonitor: the loss terms {sorted(terms)} lack {missing}")
+        return terms
 
     def _collect(self, engine: Engine) -> None:
-        terms = engine.state.output.get(self.key, {}) if isinstance(engine.state.output, dict) else {}
-        if self.term not in terms or self.reference_term not in terms:
-            raise KeyError(
-                f"CollapseMonitor: the loss terms {sorted(terms)} hold no {self.term!r} / {self.reference_term!r}."
-            )
-        value, reference = float(terms[self.term]), float(terms[self.reference_term])
+        terms = self._terms(engine)
+        value = float(terms[self.term])
+        reference = float(terms[self.reference_term])
+        self._count += 1
         self._reference = reference
-        self._near.append(abs(value - reference) <= self.tolerance * abs(reference))
+        if abs(value - reference) > self.tolerance * abs(reference):
+            self._all_within = False
 
-    def _judge(self, engine: Engine) -> None:
-        if self._near and all(self._near):
-            epoch = int(engine.state.epoch)
-            self.flagged_epochs.append(epoch)
-            logger.warning(
-                "L_%s stayed within %.0f%% of ln K = %.4f for all %d iterations of epoch %d: the DINO head is giving "
-                "a uniform distribution (collapse). Try a lower teacher temperature, check the centring "
-                "(center_momentum), or lower the learning rate.",
-                self.term, 100 * self.tolerance, self._reference, len(self._near), epoch,
-            )
+    def _check(self, engine: Engine) -> None:
+        if not self._count or not self._all_within:
+            return
+        epoch = int(engine.state.epoch)
+        self.flagged_epochs.append(epoch)
+        self.logger.warning(
+            f"{_label(self.term)} has stayed within {self.tolerance:.0%} of {_label(self.reference_term)} = "
+            f"{self._reference:.4f} for all {self._count} iterations of epoch {epoch}: the DINO head is outputting "
+            "a uniform distribution (collapse). Try a lower teacher temperature (teacher_temp), check the centring "
+            "(center_momentum, the centre buffer of DINOLoss), or lower the learning rate."
+        )

@@ -1,14 +1,24 @@
-"""The EMA teacher update of Adam-v2 / DINO, with the cosine momentum computed from the iteration.
+"""EMA teacher update of Adam-v2 / DINO with the cosine momentum schedule, computed from the iteration.
 
-Adam-v2 (``../shared/papers/adam-v2.txt``, methods.md §3 "Networks"): the teacher is an exponential moving average
-of the student, ``teacher = m * teacher + (1 - m) * student`` over the parameters, applied after each optimiser
-step, with ``m`` following a cosine from 0.996 to 1 over all iterations of the run.
+Adam-v2 (``shared/papers/adam-v2.txt``; methods.md section 3) keeps the teacher g_T an exponential moving
+average of the student g_S: after every optimiser step, ``teacher = m * teacher + (1 - m) * student``
+(parameters only), with m following the DINO / Adam-v2 official ``cosine_scheduler`` from 0.996 to 1 over all
+iterations of the run. The momentum is a pure function of the global iteration, so a run resumed from a
+checkpoint continues on exactly the same schedule without any handler state.
 
-ignite's ``EMAHandler`` does not fit as is: it keeps its own copy of the model (here the teacher is part of the
-network, with its own DINO head, and is checkpointed with it), it also averages buffers (the Adam-v2 teacher's
-BatchNorm statistics come from its own forwards), and its momentum schedulers are stateful objects outside the
-project's checkpoint. Here the momentum is a pure function of ``engine.state.iteration``, so a resumed run gets the
-same momenta as an uninterrupted one without storing anything.
+Why not ignite's ``EMAHandler`` (ignite 0.5, ``ignite/handlers/ema_handler.py``):
+
+- inverted momentum: it computes ``ema = (1 - momentum) * ema + momentum * model`` and refuses a momentum
+  outside the open interval (0, 1), so the schedule's end value (teacher weight 1, i.e. ignite momentum 0) is
+  rejected, and it schedules only a linear warm-up (``EMAWarmUp``) of that momentum, not a cosine over the run;
+- model and buffers: it builds its own ``deepcopy`` (``ema_model``) of the model it is given, whereas the
+  Adam-v2 teacher is part of :class:`~modan_monai.networks.AdamV2Model` (backbone and DINO head, saved in the
+  network's state dict); its ``handle_buffers`` "copy"/"update" put the EMA model in eval mode and copy or
+  average the student's BatchNorm buffers, while the official teacher BatchNorm stays in train mode on its own
+  batch statistics (parameters only are averaged);
+- checkpoint: its current momentum lives in ``engine.state.ema_momentum`` and, with a schedule, in a
+  ``LambdaStateScheduler`` counter; neither is in ``Engine.state_dict()`` (epoch, iteration, epoch_length,
+  max_epochs) nor in the project's training checkpoint, so a resumed run would restart the schedule.
 """
 
 from __future__ import annotations
@@ -16,75 +26,139 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["EMATeacherUpdate", "cosine_schedule"]
+from .gradients import optimizer_steps_now
+
+__all__ = ["EMATeacherUpdate", "cosine_schedule", "run_iterations"]
 
 
 def cosine_schedule(start: float, end: float, step: int, total: int) -> float:
-    """DINO's ``cosine_scheduler`` value at 0-based ``step`` of ``total``: ``end + (start - end) (1 + cos(pi step / total)) / 2``.
+    """The DINO / Adam-v2 ``cosine_scheduler`` value at 0-based ``step`` of ``total``.
+
+    ``end + 0.5 * (start - end) * (1 + cos(pi * step / total))``: ``start`` at step 0, the mean of both at
+    ``total / 2``, approaching ``end`` at the last step ``total - 1`` (the official schedule divides by the
+    number of steps, so it reaches ``end`` only at ``step == total``). Steps beyond ``total`` (a run extended
+    past its schedule) stay at ``end``.
 
     Args:
         start: value at step 0.
-        end: value approached at step ``total``.
-        step: 0-based global iteration.
-        total: number of iterations of the whole run (> 0).
+        end: value at step ``total``.
+        step: 0-based global step (``engine.state.iteration - 1``).
+        total: steps of the whole run (``max_epochs * epoch_length``).
 
     Returns:
         The scheduled value.
+
+    Raises:
+        ValueError: when ``total < 1`` or ``step < 0``.
+
+    Example:
+        >>> cosine_schedule(0.996, 1.0, 0, 100), cosine_schedule(0.996, 1.0, 50, 100)
+        (0.996, 0.998)
     """
-    if total <= 0:
-        raise ValueError(f"cosine_schedule: total must be > 0, got {total}.")
-    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * step / total))
+    if int(total) < 1:
+        raise ValueError(f"cosine_schedule: total must be >= 1 step, got {total}")
+    if int(step) < 0:
+        raise ValueError(f"cosine_schedule: step must be >= 0, got {step}")
+    fraction = min(int(step), int(total)) / int(total)
+    return float(end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * fraction)))
 
 
-def _total_iterations(engine: Engine) -> int:
-    return int(engine.state.max_epochs) * int(engine.state.epoch_length)
+def run_iterations(engine: Engine) -> int:
+    """``max_epochs * epoch_length`` of ``engine`` (the length T of the per-iteration schedules).
+
+    Raises:
+        ValueError: when the engine's ``max_epochs`` or ``epoch_length`` is not known yet.
+    """
+    max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
+    if not max_epochs or not epoch_length:
+        raise ValueError(
+            f"the schedule needs the run length: engine.state.max_epochs={max_epochs}, "
+            f"epoch_length={epoch_length} (give the trainer max_epochs and a DataLoader with a length)"
+        )
+    return int(max_epochs) * int(epoch_length)
+
+
+def _check_momentum(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"EMATeacherUpdate: {name} must be in [0, 1] (teacher weight), got {value}")
+    return value
 
 
 class EMATeacherUpdate:
-    """After every iteration (the optimiser has stepped), move the teacher towards the student.
+    """Update the EMA teacher after each optimiser step with the cosine momentum schedule (Adam-v2, DINO).
+
+    At ``Events.ITERATION_COMPLETED`` (MONAI's ``SupervisedTrainer`` steps the optimiser inside the iteration,
+    so this runs after the step) it calls ``model.update_teacher(m)`` with
+    ``m = cosine_schedule(momentum_start, momentum_end, i, T)``, ``i = engine.state.iteration - 1`` and
+    ``T = max_epochs * epoch_length``; ``update_teacher`` does ``teacher = m * teacher + (1 - m) * student`` on
+    parameters only (methods.md section 3). The momentum depends on the iteration only, so resume is exact; a
+    resumed run given more epochs follows the schedule of the longer run from the resume point on. With
+    gradient accumulation the teacher is updated on the iterations that step the optimiser only. The value
+    goes to ``engine.state.ema_momentum`` and, given a writer, to TensorBoard at the iteration.
 
     Args:
-        model: a network with ``update_teacher(momentum)`` (:class:`~modan_monai.networks.AdamV2Model`), or a
-            ``DistributedDataParallel`` wrapping one.
-        momentum_start: momentum at the first iteration (0.996).
-        momentum_end: momentum approached at the last iteration (1.0).
-        summary_writer: TensorBoard writer; the momentum is written every iteration under ``tag``.
-        tag: TensorBoard tag.
+        model: the student/teacher model (``update_teacher(momentum)``); a ``DistributedDataParallel`` /
+            ``DataParallel`` wrapper is unwrapped.
+        momentum_start: teacher weight at the first iteration (0.996 in Adam-v2 / DINO).
+        momentum_end: teacher weight at the end of the run (1.0).
+        summary_writer: optional ``SummaryWriter`` shared with the other handlers.
+        tag: TensorBoard scalar tag.
 
-    The momentum used at iteration ``i`` (0-based, ``engine.state.iteration - 1``) is
-    :func:`cosine_schedule` ``(momentum_start, momentum_end, i, max_epochs * epoch_length)``; it is also left in
-    ``engine.state.ema_momentum``.
+    Raises:
+        TypeError: when ``model`` has no ``update_teacher`` method.
+        ValueError: when a momentum is outside [0, 1].
+
+    Example:
+        >>> class Toy(torch.nn.Module):
+        ...     def update_teacher(self, momentum): self.last = momentum
+        >>> engine = Engine(lambda e, b: None)
+        >>> toy = Toy()
+        >>> EMATeacherUpdate(toy).attach(engine)
+        >>> _ = engine.run([0] * 4, max_epochs=1)
+        >>> round(toy.last, 6) == round(cosine_schedule(0.996, 1.0, 3, 4), 6)
+        True
     """
 
     def __init__(
-        self, model: Any, momentum_start: float = 0.996, momentum_end: float = 1.0, summary_writer: Any = None,
+        self,
+        model: torch.nn.Module,
+        momentum_start: float = 0.996,
+        momentum_end: float = 1.0,
+        summary_writer: Any = None,
         tag: str = "adamv2/ema_momentum",
     ) -> None:
-        for name, value in (("momentum_start", momentum_start), ("momentum_end", momentum_end)):
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"EMATeacherUpdate: {name} must be in [0, 1], got {value}.")
-        model = getattr(model, "module", model)
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
         if not callable(getattr(model, "update_teacher", None)):
-            raise ValueError(f"EMATeacherUpdate: {type(model).__name__} has no update_teacher(momentum).")
+            raise TypeError(
+                f"EMATeacherUpdate: the model {type(model).__name__} has no update_teacher(momentum) method "
+                "(give the student/teacher network, e.g. modan_monai.networks.AdamV2Model)"
+            )
         self.model = model
-        self.momentum_start = float(momentum_start)
-        self.momentum_end = float(momentum_end)
-        self.summary_writer = summary_writer
+        self.momentum_start = _check_momentum("momentum_start", momentum_start)
+        self.momentum_end = _check_momentum("momentum_end", momentum_end)
+        self.writer = summary_writer
         self.tag = tag
 
     def attach(self, engine: Engine) -> None:
-        """Run after each iteration (MONAI's step happens inside the iteration)."""
+        """Register the update at ``Events.ITERATION_COMPLETED``."""
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
-    def momentum(self, iteration: int, total: int) -> float:
-        """Momentum after the optimiser step of 1-based ``iteration`` of ``total``."""
-        return cosine_schedule(self.momentum_start, self.momentum_end, iteration - 1, total)
+    def momentum(self, engine: Engine) -> float:
+        """The teacher momentum of the current iteration of ``engine``."""
+        step = int(engine.state.iteration) - 1
+        return cosine_schedule(self.momentum_start, self.momentum_end, step, run_iterations(engine))
 
     def __call__(self, engine: Engine) -> None:
-        m = self.momentum(int(engine.state.iteration), _total_iterations(engine))
-        self.model.update_teacher(m)
-        engine.state.ema_momentum = m
-        if self.summary_writer is not None:
-            self.summary_writer.add_scalar(self.tag, m, engine.state.iteration)
+        """Apply the EMA update of this iteration and record the momentum."""
+        if not optimizer_steps_now(engine):
+            return
+        momentum = self.momentum(engine)
+        self.model.update_teacher(momentum)
+        engine.state.ema_momentum = momentum
+        if self.writer is not None:
+            self.writer.add_scalar(self.tag, momentum, engine.state.iteration)
