@@ -15,17 +15,18 @@ import torch
 from monai.losses import ContrastiveLoss
 from torch import nn
 
-from modan_monai.losses import MLVICXLoss, MulSupConLoss, VICRegLoss
-from modan_monai.networks import ClassificationModel, ContrastiveModel, MLVICXModel
+from modan_monai.losses import AdamV2Loss, MLVICXLoss, MulSupConLoss, VICRegLoss
+from modan_monai.networks import AdamV2Model, ClassificationModel, ContrastiveModel, MLVICXModel
 
 __all__ = ["LABEL_FREE_LOSSES", "LOSS_NETWORKS", "check_method_config", "loss_terms_output"]
 
 #: losses that train without a target (``target_key: null``); MulSupCon then is SimCLR's NT-Xent
-LABEL_FREE_LOSSES: tuple[type, ...] = (MulSupConLoss, MLVICXLoss, VICRegLoss, ContrastiveLoss)
+LABEL_FREE_LOSSES: tuple[type, ...] = (MulSupConLoss, MLVICXLoss, VICRegLoss, ContrastiveLoss, AdamV2Loss)
 #: loss type -> the network types whose output it takes (losses not listed are not checked)
 LOSS_NETWORKS: dict[type, tuple[type, ...]] = {
     MulSupConLoss: (ContrastiveModel,),
     MLVICXLoss: (MLVICXModel,),
+    AdamV2Loss: (AdamV2Model,),
     nn.CrossEntropyLoss: (ClassificationModel,),
 }
 _SIMCLR = "simclr"
@@ -82,6 +83,30 @@ def check_method_config(
                 f"config: loss ({loss_name}) takes the output of {wanted}, but network_def is {net_name} "
                 f"(method {method!r}); use the method's override file for both ids."
             )
+    if isinstance(loss, AdamV2Loss) and isinstance(network, AdamV2Model):
+        _check_adamv2_phase(method, network, loss)
+
+
+def _check_adamv2_phase(method: str, network: AdamV2Model, loss: AdamV2Loss) -> None:
+    """The joint phase (parts given) trains all three terms without same-index skipping; the DINO phase only L_loc."""
+    joint = network.parts_key is not None
+    part_terms = [name for name in ("composition", "decomposition") if getattr(loss, name) is not None]
+    if joint and loss.dino.skip_same_index:
+        raise ValueError(
+            f"config: method {method!r} is the joint phase (network_def#parts_key {network.parts_key!r}: the teacher "
+            "sees the whole, which no student view repeats), but skip_same_index is true and would drop real "
+            "teacher/student pairs; set skip_same_index false (it is for configs/adamv2_dino.json)."
+        )
+    if not joint and part_terms:
+        raise ValueError(
+            f"config: method {method!r} has network_def#parts_key null (the localizability-only phase: no parts), "
+            f"but the loss has {part_terms}; set loss#composition and loss#decomposition null or give parts_key."
+        )
+    if network.num_prototypes != loss.dino.out_dim:
+        raise ValueError(
+            f"config: the DINO head has {network.num_prototypes} outputs but loss#dino#out_dim is "
+            f"{loss.dino.out_dim}; both come from num_prototypes, do not override one of them alone."
+        )
 
 
 def loss_terms_output(

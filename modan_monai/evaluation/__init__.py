@@ -33,6 +33,13 @@ from .segmentation import (
     write_dice_csv,
 )
 from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, repeat_means, summary_markdown, summary_table, wilcoxon_paired
+from .zero_shot import (
+    JSRT_LANDMARKS,
+    ZERO_SHOT_ANALYSES,
+    Landmark,
+    landmarks_from_masks,
+    run_zero_shot,
+)
 from .training import (
     ClassifyRun,
     binary_labels,
@@ -90,4 +97,9 @@ __all__ = [
     "umap_embed",
     "wilcoxon_paired",
     "write_dice_csv",
+    "JSRT_LANDMARKS",
+    "ZERO_SHOT_ANALYSES",
+    "Landmark",
+    "landmarks_from_masks",
+    "run_zero_shot",
 ]

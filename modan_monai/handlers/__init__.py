@@ -30,3 +30,13 @@ __all__ = [
     "latest_checkpoint",
 ]
 __all__ += ["BestModelSaver", "FinalModelSaver", "RngPreservingValidationHandler", "list_checkpoints", "read_training_checkpoint"]
+from .collapse import CollapseMonitor
+from .ema import EMATeacherUpdate, cosine_schedule, run_iterations
+from .gradients import FreezeLastLayer, PerParameterGradientClipping
+from .gradients import clip_gradients_per_parameter, optimizer_steps_now
+from .schedules import LevelSchedule, SetEpoch, WeightDecaySchedule, find_level_transform, parse_level_schedule
+
+__all__ += ["CollapseMonitor", "EMATeacherUpdate", "FreezeLastLayer", "LevelSchedule", "PerParameterGradientClipping"]
+__all__ += ["SetEpoch", "WeightDecaySchedule", "clip_gradients_per_parameter", "cosine_schedule"]
+__all__ += ["find_level_transform"]
+__all__ += ["optimizer_steps_now", "parse_level_schedule", "run_iterations"]

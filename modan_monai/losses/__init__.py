@@ -1,10 +1,21 @@
-"""Losses: multi-label supervised contrastive (ModAn-MulSupCon) and its reductions; VICReg and MLVICX."""
+"""Losses: multi-label supervised contrastive (ModAn-MulSupCon) and its reductions; VICReg and MLVICX; Adam-v2."""
 
 from __future__ import annotations
 
 from .mlvicx import MLVICXLoss
 from .mulsupcon import MulSupConLoss, jaccard_similarity
 from .vicreg import VICRegLoss, covariance_term, invariance_term, variance_term, vicreg_terms
+from .dino import (
+    DINOLoss,
+    batch_center,
+    dino_cross_entropy,
+    student_log_probabilities,
+    teacher_probabilities,
+    teacher_temperature,
+    updated_center,
+)
+from .part_whole import CompositionLoss, DecompositionLoss, normalize_parts, squared_error
+from .adamv2 import AdamV2Loss
 
 __all__ = [
     "MLVICXLoss",
@@ -15,4 +26,16 @@ __all__ = [
     "jaccard_similarity",
     "variance_term",
     "vicreg_terms",
+    "AdamV2Loss",
+    "CompositionLoss",
+    "DINOLoss",
+    "DecompositionLoss",
+    "batch_center",
+    "dino_cross_entropy",
+    "normalize_parts",
+    "squared_error",
+    "student_log_probabilities",
+    "teacher_probabilities",
+    "teacher_temperature",
+    "updated_center",
 ]

@@ -8,6 +8,10 @@ from .checkpoint import DamagedCheckpointError, check_finite_state, load_weights
 from .factory import build_classifier
 from .init import IMAGENET_PREFIX, initialise_encoder
 from .nets import (
+    AdamV2Model,
+    CompositionHead,
+    DecompositionHead,
+    DINOHead,
     FLEXUNET_BACKBONES,
     CBResNet18Encoder,
     ClassificationModel,
@@ -61,4 +65,5 @@ __all__ = [
     "save_encoder",
     "unregister_encoder",
     "DamagedCheckpointError", "check_finite_state", "load_weights_file",
+    "AdamV2Model", "CompositionHead", "DecompositionHead", "DINOHead",
 ]

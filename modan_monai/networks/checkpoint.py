@@ -292,7 +292,9 @@ def _extract_encoder_state(checkpoint: Mapping[str, Any], source: str) -> dict[s
     state = dict(state)
     if state and all(k.startswith("module.") for k in state):  # DistributedDataParallel wrapper
         state = _strip_prefix(state, "module.")
-    if any(k.startswith("encoder.") for k in state):  # ContrastiveModel / ClassificationModel
+    if any(k.startswith("teacher.encoder.") for k in state):  # AdamV2Model: the EMA teacher's backbone is exported
+        state = _strip_prefix(state, "teacher.encoder.")
+    elif any(k.startswith("encoder.") for k in state):  # ContrastiveModel / ClassificationModel
         state = _strip_prefix(state, "encoder.")
     check_finite_state(state, source)
     return state

@@ -8,6 +8,7 @@ from .intensity import NormalizeByModality, NormalizeByModalityd
 from .labels import CombinedClassd, MultiHotLabeld
 from .presets import load_preprocess_transforms
 from .views import RandResizedCrop, RandResizedCropd, MultiViewd, SimCLRViewsd
+from .part_whole import AdamV2Viewsd, DINOViewsd
 
 __all__ = [
     "CombinedClassd",
@@ -23,4 +24,6 @@ __all__ = [
     "classification_postprocessing",
     "classification_transforms",
     "load_preprocess_transforms",
+    "AdamV2Viewsd",
+    "DINOViewsd",
 ]
