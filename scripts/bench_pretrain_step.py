@@ -8,9 +8,15 @@ image size. The two are timed alternately ``--rounds`` times and the medians com
 
     ratio = pipeline images/s / bare encoder images/s      (target >= 0.9 at 64 px)
 
+With ``--vs CONFIG`` it instead compares the seconds per training step of two methods, timed alternately in one
+process (e.g. Adam-v2 against SimCLR: ``--config adamv2.json --vs simclr.json``):
+
+    cost = seconds per step of --config / seconds per step of --vs      (same batch size and image size)
+
 Usage:
     python scripts/bench_pretrain_step.py                         # demo corpus (written to a temp dir)
     python scripts/bench_pretrain_step.py --manifest pretrain.csv --image_size 64 --batch_size 32
+    python scripts/bench_pretrain_step.py --config adamv2.json --vs simclr.json --batch_size 16
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ def build_trainer(manifest: str, image_size: int, batch_size: int, out: str, con
             "train#trainer#max_epochs": 1,
         }
     )
+    if "level_schedule" in parser:  # Adam-v2: one epoch at the finest level (the views' sizes do not depend on it)
+        schedule = parser["level_schedule"]
+        parser["level_schedule"] = [[max(int(level) for level, _ in schedule), 1]]
     trainer = parser.get_parsed_content("train#trainer")
     if len(trainer.data_loader) < 1:
         raise ValueError(f"the manifest {manifest} gives no full batch of {batch_size}")
@@ -72,10 +81,32 @@ def time_bare(encoder: torch.nn.Module, batch: int, views: int, size: int, itera
     return time.perf_counter() - start
 
 
+def compare_methods(manifest: str, args: argparse.Namespace, tmp: Path) -> None:
+    """Print seconds per step of ``args.config`` and ``args.vs`` (median of alternating rounds) and their ratio."""
+    names = [args.config or "train.json", args.vs]
+    trainers = [
+        build_trainer(manifest, args.image_size, args.batch_size, str(tmp / f"out{i}"), cfg if cfg != "train.json" else "")[0]
+        for i, cfg in enumerate(names)
+    ]
+    for trainer in trainers:
+        time_pipeline(trainer)  # warm-up
+    per_step: list[list[float]] = [[], []]
+    for _ in range(args.rounds):
+        for i, trainer in enumerate(trainers):
+            seconds, iterations = time_pipeline(trainer)
+            per_step[i].append(seconds / iterations)
+    a, b = (statistics.median(x) for x in per_step)
+    print(f"batch {args.batch_size}, {args.image_size} px, {args.rounds} rounds, {torch.get_num_threads()} threads")
+    for name, values in zip(names, per_step):
+        print(f"{name:>14}: {statistics.median(values):.3f} s/step  rounds {[round(x, 3) for x in values]}")
+    print(f"cost of one {names[0]} step / one {names[1]} step: {a / b:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", default=None, help="manifest CSV; default: a demo corpus of 224 images")
     parser.add_argument("--config", default="", help="override file, e.g. simclr.json or supervised.json")
+    parser.add_argument("--vs", default=None, help="second override file: compare seconds per step instead")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
@@ -90,6 +121,9 @@ def main() -> None:
             from modan_monai.data import ensure_demo_corpus
 
             manifest = ensure_demo_corpus(Path(tmp) / "demo", size=max(64, args.image_size), per_pair=32)
+        if args.vs is not None:
+            compare_methods(manifest, args, Path(tmp))
+            return
         trainer, encoder, views = build_trainer(
             manifest, args.image_size, args.batch_size, str(Path(tmp) / "out"), args.config
         )

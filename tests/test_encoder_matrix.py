@@ -1,7 +1,7 @@
 """Every pretraining method's ``encoder.pt`` x every downstream tool, on tiny data.
 
 The encoders come from the pretraining bundle (``bundles/pretrain``: ModAn-MulSupCon, SimCLR, supervised,
-MLVICX; 1 epoch at 32 px on 28 demo images), trained once per session in process. Each downstream tool must build
+MLVICX, Adam-v2 (its teacher backbone); 1 epoch at 32 px on 28 demo images), trained once per session in process. Each downstream tool must build
 the architecture recorded in the checkpoint (``resnet18``, or ``cb_resnet18`` for MLVICX) through the encoder
 registry, load every weight, and finish: the classify and segment bundles (``ConfigWorkflow``, as
 ``python -m monai.bundle run``), ``scripts/run_cv.py``, ``scripts/run_segmentation.py`` and ``scripts/embed.py``.
@@ -33,6 +33,13 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "simclr": (("simclr.json",), "resnet18"),
     "supervised": (("supervised.json",), "resnet18"),
     "mlvicx": (("mlvicx.json",), "cb_resnet18"),
+    "adamv2": (("adamv2.json",), "resnet18"),
+}
+#: per-method ids that keep the tiny run cheap (narrow expanders / heads, one level, 2 locals)
+METHOD_TINY: dict[str, dict[str, object]] = {
+    "mlvicx": {"expander_features": 32},
+    "adamv2": {"num_locals": 2, "num_prototypes": 64, "head_hidden_features": 32, "head_bottleneck_features": 16,
+               "level_schedule": [[0, 1]]},
 }
 PRETRAIN_TINY = {"epochs": 1, "image_size": 32, "batch_size": 14, "log_interval": 1}
 CLASSIFY_TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "log_interval": 1}
@@ -80,7 +87,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterat
     root = tmp_path_factory.mktemp("matrix_encoders")
     paths = {}
     for method, (overrides, _) in METHODS.items():
-        extra = {"expander_features": 32} if method == "mlvicx" else {}
+        extra = METHOD_TINY.get(method, {})
         run_workflow(
             [bundle / "configs" / "train.json", *(bundle / "configs" / f for f in overrides)], bundle,
             dataset_dir=str(demo_dir), manifest=str(demo_dir / "manifest.csv"), output_dir=str(root / method),

@@ -33,8 +33,8 @@ KILL_LINE = f"epoch 3/{EPOCHS}  iter 1/"  # ProgressPrinter's first line of epoc
 ATTEMPTS = 3  # a kill that lands after the epoch-3 checkpoint (a very slow reader) is retried in a new folder
 
 
-def command(bundle: str, out: Path, **overrides: Any) -> list[str]:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+def command(bundle: str, out: Path, config_file: str = "configs/train.json", **overrides: Any) -> list[str]:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file,
            "--logging_file", "configs/logging.conf", "--output_dir", str(out)]
     for key, value in {"epochs": EPOCHS, "image_size": 32, "log_interval": 1, "seed": 0, **overrides}.items():
         cmd += [f"--{key}", str(value)]
@@ -135,6 +135,17 @@ def test_pretrain_bundle_resumes_exactly(tmp_path: Path) -> None:
         "pretrain", tmp_path, ["encoder.pt"], dataset_dir=tmp_path / "demo", manifest=manifest, batch_size=8
     )
     assert set(last) >= {"network", "optimizer", "lr_scheduler", "loss", "random_states", "trainer"}
+
+
+def test_adamv2_resumes_exactly(tmp_path: Path) -> None:
+    """Adam-v2: student, EMA teacher, heads, DINO centre, AdamW, schedules and the level of each epoch."""
+    manifest = ensure_demo_corpus(tmp_path / "demo", size=32, per_pair=4)
+    _, last = resume_matches_whole_run(
+        "pretrain", tmp_path, ["encoder.pt"], dataset_dir=tmp_path / "demo", manifest=manifest, batch_size=8,
+        config_file="['configs/train.json','configs/adamv2.json']", level_schedule="[[0,2],[1,2]]", num_locals=2,
+        num_prototypes=64, head_hidden_features=32, head_bottleneck_features=16, stem="7x7",
+    )
+    assert "dino.center" in last["loss"] and any(k.startswith("teacher.") for k in last["network"])
 
 
 def test_segment_bundle_resumes_exactly(tmp_path: Path) -> None:
