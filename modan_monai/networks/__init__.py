@@ -21,6 +21,7 @@ from .nets import (
     MultiLevelAggregation,
     ProjectionHead,
     ResNet18Encoder,
+    ResNet50Encoder,
     SegmentationUNet,
     flexunet_backbone,
 )
@@ -65,5 +66,5 @@ __all__ = [
     "save_encoder",
     "unregister_encoder",
     "DamagedCheckpointError", "check_finite_state", "load_weights_file",
-    "AdamV2Model", "CompositionHead", "DecompositionHead", "DINOHead",
+    "AdamV2Model", "CompositionHead", "DecompositionHead", "DINOHead", "ResNet50Encoder",
 ]

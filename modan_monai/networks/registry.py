@@ -4,8 +4,8 @@ Every downstream tool (the classify and segment bundles, ``scripts/run_cv.py``, 
 ``scripts/embed.py``) builds its encoder with :func:`build_encoder`, from one of these specs:
 
 - ``"scratch"``: random (PyTorch default) initialisation;
-- ``"imagenet:<file>"``: a torchvision-style ResNet-18 ``state_dict`` in a local file (see
-  :func:`~modan_monai.networks.initialise_encoder` for the mapping; nothing is downloaded);
+- ``"imagenet:<file>"``: a torchvision-style ResNet-18 ``state_dict`` in a local file, or a ResNet-50 one with
+  ``arch="resnet50"`` (see :func:`~modan_monai.networks.initialise_encoder` for the mapping; nothing is downloaded);
 - the path of an encoder checkpoint (``encoder.pt``, format ``modan_monai.encoder.v1``, which records ``arch`` and
   ``encoder_kwargs``) or of a full training checkpoint of any pretraining method (the network state dict of a
   ``ContrastiveModel`` / ``MLVICXModel`` / ``ClassificationModel`` / ``SegmentationUNet``, with or without a
@@ -23,10 +23,11 @@ name                    class                               FlexibleUNet backbon
 ======================  ==================================  ==================================================
 ``resnet18``            :class:`ResNet18Encoder`            ``modan_resnet18_3x3``, ``modan_resnet18_7x7``
 ``cb_resnet18``         :class:`CBResNet18Encoder` (MLVICX) ``modan_cb_resnet18_3x3``, ``modan_cb_resnet18_7x7``
+``resnet50``            :class:`ResNet50Encoder` (Adam-v2)  ``modan_resnet50_3x3``, ``modan_resnet50_7x7``
 ======================  ==================================  ==================================================
 
-More architectures (a ResNet-50, Adam-v2's teacher export) are added with :func:`register_encoder`; their
-FlexibleUNet backbones are derived from the same entry.
+An Adam-v2 training checkpoint (``teacher.encoder.*`` keys) gives its EMA teacher's backbone. More architectures are
+added with :func:`register_encoder`; their FlexibleUNet backbones are derived from the same entry.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .checkpoint import ENCODER_CHECKPOINT_FORMAT, _extract_encoder_state, read_
 from .init import initialise_encoder, parse_encoder_spec
 from .nets.cb_resnet_encoder import CBResNet18Encoder
 from .nets.flexunet_encoders import UNetVariant, register_flexunet_backbones, unregister_flexunet_backbones
+from .nets.resnet50_encoder import ResNet50Encoder
 from .nets.resnet_encoder import ResNet18Encoder
 
 __all__ = [
@@ -65,6 +67,7 @@ DEFAULT_ARCH = "resnet18"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LEVEL_CHANNELS: tuple[int, ...] = (64, 64, 128, 256, 512)
+_RESNET50_CHANNELS: tuple[int, ...] = (64, 256, 512, 1024, 2048)
 _RESNET_VARIANTS: dict[str, UNetVariant] = {
     "3x3": UNetVariant({"stem": "3x3"}, (1, 2, 4, 8, 16)),
     "7x7": UNetVariant({"stem": "7x7"}, (2, 4, 8, 16, 32)),
@@ -135,7 +138,7 @@ def register_encoder(
     ``forward_features(x) -> list of maps`` and ``spatial_dims`` / ``in_channels`` constructor arguments.
 
     Args:
-        name: the ``arch`` name (lower case, digits, ``_``), e.g. ``"resnet50"`` or ``"adamv2_teacher"``.
+        name: the ``arch`` name (lower case, digits, ``_``), e.g. ``"convnext_b"``.
         encoder_class: the encoder class; one class has one name.
         defaults: constructor arguments that replace the class's own defaults for this name.
         feature_channels: channels of the ``forward_features`` maps (e.g. ``(64, 64, 128, 256, 512)``); with
@@ -397,4 +400,11 @@ register_encoder(
     feature_channels=_LEVEL_CHANNELS,
     unet_variants=_RESNET_VARIANTS,
     description="context-bottleneck ResNet-18 (MLVICX): a ContextBottleneck after the stem and each stage",
+)
+register_encoder(
+    "resnet50",
+    ResNet50Encoder,
+    feature_channels=_RESNET50_CHANNELS,
+    unet_variants=_RESNET_VARIANTS,
+    description="ResNet-50 (MONAI ResNet, bottleneck blocks, torchvision layout), 7x7 stride-2 or 3x3 stride-1 stem",
 )

@@ -31,12 +31,13 @@ def _pretrained(arch: str, stem: str, path: Path) -> tuple[Path, dict[str, torch
 
 def test_every_backbone_is_registered() -> None:
     assert set(FLEXUNET_BACKBONES) == {"modan_resnet18_3x3", "modan_resnet18_7x7", "modan_cb_resnet18_3x3",
-                                       "modan_cb_resnet18_7x7"}
+                                       "modan_cb_resnet18_7x7", "modan_resnet50_3x3", "modan_resnet50_7x7"}
     assert set(FLEXUNET_BACKBONES) <= set(FLEXUNET_BACKBONE.register_dict)
     assert flexunet_backbone("cb_resnet18", "7x7") == "modan_cb_resnet18_7x7"
 
 
-@pytest.mark.parametrize("backbone", sorted(FLEXUNET_BACKBONES))
+# the ResNet-50 backbones are checked in test_registry.py (strict load, output size)
+@pytest.mark.parametrize("backbone", sorted(b for b, (arch, _) in FLEXUNET_BACKBONES.items() if arch in PLAIN))
 def test_flexible_unet_loads_encoder_strictly_and_keeps_input_size(backbone: str, tmp_path: Path) -> None:
     arch, stem = FLEXUNET_BACKBONES[backbone]
     path, state = _pretrained(arch, stem, tmp_path / "encoder.pt")
@@ -92,7 +93,7 @@ def test_refused_arguments() -> None:
     with pytest.raises(ValueError, match="pretrained=True is not supported"):
         FlexibleUNet(in_channels=1, out_channels=2, backbone="modan_resnet18_3x3", pretrained=True)
     with pytest.raises(ValueError, match="registered: .*modan_resnet18_3x3"):
-        flexunet_backbone("resnet50", "3x3")
+        flexunet_backbone("convnext_b", "3x3")
 
 
 @pytest.mark.parametrize(

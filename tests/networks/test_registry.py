@@ -178,8 +178,8 @@ def test_overrides_and_mismatches_name_the_keys(tmp_path: Path) -> None:
 def test_bad_specs_and_arguments(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         build_encoder(str(tmp_path / "nowhere.pt"))
-    with pytest.raises(ValueError, match=r"unknown encoder arch 'resnet50'; registered: \['cb_resnet18', 'resnet18'"):
-        build_encoder("scratch", arch="resnet50")
+    with pytest.raises(ValueError, match=r"unknown encoder arch 'convnext_b'; registered: \['cb_resnet18', 'resnet18'"):
+        build_encoder("scratch", arch="convnext_b")
     with pytest.raises(ValueError, match=r"'resnet18' \(ResNet18Encoder\) takes no argument \['reduction'\]"):
         build_encoder("scratch", reduction=4)
     with pytest.raises(ValueError, match="init must be"):

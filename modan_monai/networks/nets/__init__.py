@@ -8,6 +8,7 @@ from .dino_head import DINOHead
 from .flexunet_encoders import FLEXUNET_BACKBONES, SegmentationUNet, UNetVariant, flexunet_backbone
 from .heads import ClassificationModel, ContrastiveModel, ProjectionHead
 from .mlvicx import AGGREGATIONS, Expander, MLVICXModel, MultiLevelAggregation
+from .resnet50_encoder import ResNet50Encoder
 from .resnet_encoder import ResNet18Encoder
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "MultiLevelAggregation",
     "ProjectionHead",
     "ResNet18Encoder",
+    "ResNet50Encoder",
     "SegmentationUNet",
     "UNetVariant",
     "flexunet_backbone",
