@@ -189,7 +189,7 @@ def segmentation_transforms(
     augment: bool = False,
     *,
     label_key: str = "label",
-    keep_keys: Sequence[str] = (),
+    keep_keys: Sequence[str] | None = (),
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     vocabulary: Any = None,
     track_meta: bool = False,
@@ -209,7 +209,8 @@ def segmentation_transforms(
         image_size: output side ``S``.
         augment: add the random affine (training).
         label_key: key of the ``(C, S, S)`` masks.
-        keep_keys: other row keys to keep (e.g. ``"filename"``).
+        keep_keys: other row keys to keep (e.g. ``"filename"``); ``None`` keeps every key of the row (no
+            ``SelectItemsd``: a serving request such as MONAI Label's keeps the keys it passes).
         ct_window: HU window of CT images.
         vocabulary: modality vocabulary (default vocabulary when ``None``).
         track_meta: keep ``MetaTensor`` metadata (inference, to invert the resize with ``Invertd`` and write
@@ -247,10 +248,9 @@ def segmentation_transforms(
                 padding_mode="zeros",
             )
         )
-    transforms += [
-        EnsureTyped(keys=keys, dtype=torch.float32, track_meta=track_meta),
-        SelectItemsd(keys=[*keys, *keep_keys], allow_missing_keys=True),
-    ]
+    transforms.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=track_meta))
+    if keep_keys is not None:
+        transforms.append(SelectItemsd(keys=[*keys, *keep_keys], allow_missing_keys=True))
     return Compose(transforms)
 
 

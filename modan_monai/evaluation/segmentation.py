@@ -20,6 +20,7 @@ from monai.metrics import compute_dice
 from monai.transforms import Activationsd, AsDiscreted, Compose, Invertd, SaveImaged, SplitDimd
 
 from modan_monai.data.segmentation import normalise_structures
+from modan_monai.transforms.label_map import StructuresToLabelMapd
 
 __all__ = [
     "dice_per_image",
@@ -137,13 +138,18 @@ def segmentation_postprocessing(
     structures: Sequence[str] | Mapping[str, Sequence[str] | str] | None = None,
     output_dir: str | Path | None = None,
     output_ext: str = ".png",
+    label_map: bool = False,
+    label_order: Sequence[int] | None = None,
 ) -> Compose:
     """Sigmoid and threshold of the ``pred`` logits; for inference, resize back and save one mask per structure.
 
     Training/evaluation: ``Activationsd(sigmoid)`` -> ``AsDiscreted(threshold)``. With ``preprocessing`` (applied
     with ``track_meta=True``) the prediction is first resized back to the input image's size with ``Invertd``;
     with ``output_dir`` and ``structures`` each channel is written with ``SaveImaged`` as
-    ``<output_dir>/<image name>/<image name>_<structure><output_ext>`` (0/255 for PNG).
+    ``<output_dir>/<image name>/<image name>_<structure><output_ext>`` (0/255 for PNG). With ``label_map`` the
+    channels become one ``(1, ...)`` uint8 label map (:class:`modan_monai.transforms.label_map.StructuresToLabelMapd`:
+    background 0, channel ``c`` -> ``c + 1``, overlaps resolved by ``label_order``), the form annotation clients
+    such as MONAI Label show; with ``output_dir`` it is saved as ``<image name>_labels<output_ext>``.
 
     Args:
         threshold: probability threshold.
@@ -151,6 +157,9 @@ def segmentation_postprocessing(
         structures: channel names, needed for saving.
         output_dir: folder of the saved masks, or None (no saving).
         output_ext: file type of the saved masks (``.png``, ``.nii.gz`` ...).
+        label_map: return (and save) one label map instead of the binary channels.
+        label_order: painting order of the channels for ``label_map`` (a later channel wins where channels
+            overlap); ``None``: the channel order.
 
     Returns:
         A MONAI ``Compose`` for an engine's ``postprocessing``.
@@ -164,6 +173,22 @@ def segmentation_postprocessing(
             Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True)
         )
     transforms.append(AsDiscreted(keys="pred", threshold=threshold))
+    if label_map:
+        transforms.append(StructuresToLabelMapd(keys="pred", order=label_order))
+        if output_dir is not None:
+            transforms.append(
+                SaveImaged(
+                    keys="pred",
+                    output_dir=str(output_dir),
+                    output_postfix="labels",
+                    output_ext=output_ext,
+                    separate_folder=True,
+                    resample=False,
+                    output_dtype=np.uint8,
+                    print_log=False,
+                )
+            )
+        return Compose(transforms)
     if output_dir is not None:
         if structures is None:
             raise ValueError("segmentation_postprocessing: output_dir needs the structures to name the saved masks.")

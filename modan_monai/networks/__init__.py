@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .blocks import ContextBottleneck
 from .checkpoint import ENCODER_CHECKPOINT_FORMAT, load_encoder, load_encoder_state, read_checkpoint, save_encoder
-from .checkpoint import DamagedCheckpointError, check_finite_state, load_weights_file
+from .checkpoint import DamagedCheckpointError, check_finite_state, load_model_weights, load_weights_file
 from .factory import build_classifier
 from .init import IMAGENET_PREFIX, initialise_encoder
 from .nets import (
@@ -60,6 +60,7 @@ __all__ = [
     "initialise_encoder",
     "load_encoder",
     "load_encoder_state",
+    "load_model_weights",
     "read_checkpoint",
     "register_encoder",
     "resolve_encoder",

@@ -35,6 +35,7 @@ __all__ = [
     "check_finite_state",
     "load_encoder",
     "load_encoder_state",
+    "load_model_weights",
     "load_weights_file",
     "read_checkpoint",
     "save_encoder",
@@ -379,6 +380,41 @@ def load_encoder_state(
         raise ValueError(f"{source} does not match {type(encoder).__name__}: " + "; ".join(problems) + ".")
     encoder.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     return {"missing": missing, "unexpected": unexpected}
+
+
+def load_model_weights(network: nn.Module, path: str | Path, what: str = "model weights") -> nn.Module:
+    """Load a whole network's weights (a downstream bundle's ``models/model.pt``) strictly, naming what is wrong.
+
+    The file is a state dict as ``BestModelSaver`` / ``FinalModelSaver`` / MONAI's ``CheckpointSaver`` write it,
+    or a dict holding one under ``"model"``. Every key must match the network's (names and shapes) and every
+    weight must be finite: a file of another architecture, structure count or class count is refused, never
+    loaded partially.
+
+    Args:
+        network: the network to fill (e.g. the bundle's ``network_def``).
+        path: the weights file.
+        what: how errors name the file.
+
+    Returns:
+        ``network``, with the weights loaded.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a damaged file, non-finite weights, or keys / shapes that do not match (naming the file and
+            the keys).
+    """
+    loaded = load_weights_file(path, map_location="cpu", what=what)
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
+        loaded = loaded["model"]
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{what} {path} holds a {type(loaded).__name__}, expected a state dict.")
+    state = dict(loaded)
+    _, _, problems = state_dict_problems(network.state_dict(), state, strict=True)
+    if problems:
+        raise ValueError(f"{what} {path} does not fit the network ({type(network).__name__}): {'; '.join(problems)}")
+    check_finite_state(state, f"{what} {path}")
+    network.load_state_dict(state)
+    return network
 
 
 def load_encoder(path: str | Path) -> nn.Module:

@@ -33,7 +33,7 @@ def classification_transforms(
     augment: bool = False,
     *,
     label_key: str | None = "label",
-    keep_keys: Sequence[str] = (),
+    keep_keys: Sequence[str] | None = (),
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     vocabulary: Any = None,
     nan_policy: str = "error",
@@ -52,7 +52,9 @@ def classification_transforms(
         label_key: key of the integer label, or ``None`` for unlabelled data (inference); rows without it are
             accepted either way.
         keep_keys: other row keys to keep, when present (e.g. ``"source"`` to name files in errors,
-            ``"dataset"`` and ``"case_id"`` for exam-level metrics, ``"filename"`` to name predictions).
+            ``"dataset"`` and ``"case_id"`` for exam-level metrics, ``"filename"`` to name predictions);
+            ``None`` keeps every key of the row (no ``SelectItemsd``: a serving request such as MONAI Label's keeps
+            the keys it passes).
         ct_window: HU window of CT images.
         vocabulary: modality vocabulary (default vocabulary when ``None``).
         nan_policy: ``"error"`` (NaN/Inf pixels raise naming the row and file) or ``"replace"`` (see
@@ -85,11 +87,12 @@ def classification_transforms(
             ),
         ]
     transforms.append(EnsureTyped(keys="image", dtype=torch.float32, track_meta=False))
-    keys = ["image", *keep_keys]
+    keys = ["image", *(keep_keys or ())]
     if label_key:
         transforms.append(EnsureTyped(keys=label_key, dtype=torch.long, allow_missing_keys=True))
         keys.append(label_key)
-    transforms.append(SelectItemsd(keys=keys, allow_missing_keys=True))
+    if keep_keys is not None:
+        transforms.append(SelectItemsd(keys=keys, allow_missing_keys=True))
     return Compose(transforms)
 
 

@@ -1,0 +1,1 @@
+"""Applications built on the bundles (``monailabel``: a MONAI Label app)."""

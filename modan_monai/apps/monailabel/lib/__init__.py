@@ -1,0 +1,1 @@
+"""The app's tasks: the served bundles, request handling, segmentation / classification inference, training."""

@@ -1,0 +1,173 @@
+"""A bundle served by the MONAI Label app: its parsed inference config, weights file and network.
+
+The app reads the same ``configs/inference.json`` that ``python -m monai.bundle run`` runs, with the overrides a
+user passes to the server (``--conf segment_config '{"structures": [...]}'``), so serving and batch inference use
+one definition of the network, the preprocessing and the post-processing. Nothing here imports monailabel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+
+from modan_monai.networks import load_model_weights
+
+__all__ = ["ServedBundle", "ServingError", "parse_overrides", "repository_bundle", "write_initial_weights"]
+
+logger = logging.getLogger(__name__)
+
+_REPO_BUNDLES = Path(__file__).resolve().parents[4] / "bundles"
+
+
+class ServingError(Exception):
+    """A request the app refuses: ``status`` is the HTTP status the server answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+
+
+def repository_bundle(name: str) -> Path:
+    """This repository's ``bundles/<name>`` folder (the default bundle of an app model)."""
+    return _REPO_BUNDLES / name
+
+
+def parse_overrides(text: str | None, conf_key: str) -> dict[str, Any]:
+    """Config-id overrides from a ``--conf`` value: inline JSON (``'{"image_size": 64}'``) or a JSON file path.
+
+    Raises:
+        ValueError: the value is neither a JSON object nor a readable JSON file (naming ``conf_key``).
+    """
+    if not text:
+        return {}
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"--conf {conf_key}: {text!r} is neither a JSON object nor an existing JSON file")
+        source = path.read_text()
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--conf {conf_key}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"--conf {conf_key}: expected a JSON object of config ids, got {type(value).__name__}")
+    return value
+
+
+class ServedBundle:
+    """One bundle's inference config and weights, for a MONAI Label task.
+
+    Args:
+        name: the app model name (``"segment"``, ``"classify"``); errors name it.
+        bundle_dir: the bundle folder (``configs/inference.json``, ``configs/metadata.json``).
+        model_path: the weights file served (default ``<bundle_dir>/models/model.pt``); read at the first request
+            and again whenever the file changes (a training round replaces it).
+        overrides: config ids to set, as ``monai.bundle run --<id> <value>`` would; each must exist in the config.
+
+    Raises:
+        FileNotFoundError: the bundle has no ``configs/inference.json`` / ``configs/metadata.json``.
+        ValueError: an override names an id the config does not have.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        bundle_dir: str | Path,
+        model_path: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.bundle_dir = Path(bundle_dir).resolve()
+        config_file = self.bundle_dir / "configs" / "inference.json"
+        meta_file = self.bundle_dir / "configs" / "metadata.json"
+        for path in (config_file, meta_file):
+            if not path.is_file():
+                raise FileNotFoundError(f"model {name!r}: bundle file not found: {path}")
+        self.model_path = Path(model_path) if model_path else self.bundle_dir / "models" / "model.pt"
+        self.parser = ConfigParser()
+        self.parser.read_config(str(config_file))
+        self.parser.read_meta(str(meta_file))
+        self.overrides = dict(overrides or {})
+        unknown = sorted(k for k in self.overrides if k.split("#")[0] not in self.parser.config)
+        if unknown:
+            raise ValueError(f"model {name!r}: config overrides {unknown} are not ids of {config_file}")
+        self.parser.update({"bundle_root": str(self.bundle_dir), **self.overrides})
+        self.metadata: dict[str, Any] = dict(self.parser.get("_meta_") or {})
+        self._lock = threading.Lock()
+        self._network: tuple[torch.nn.Module, int, torch.device] | None = None
+
+    def get(self, id: str, instantiate: bool = True) -> Any:
+        """The parsed (and instantiated) content of config ``id``."""
+        return self.parser.get_parsed_content(id, instantiate=instantiate)
+
+    def description(self) -> str:
+        """The bundle's ``metadata.json`` task and version."""
+        return f"{self.metadata.get('task', self.name)} (bundle {self.bundle_dir.name} {self.metadata.get('version', '')})"
+
+    def weights_info(self) -> dict[str, Any]:
+        """Which weights the last request used: ``{"model_file", "model_mtime_ns"}`` (part of every result)."""
+        cached = self._network
+        return {"model_file": str(self.model_path), "model_mtime_ns": cached[1] if cached else None}
+
+    def network(self, device: torch.device) -> torch.nn.Module:
+        """The bundle's ``network_def`` with the served weights, in eval mode; reloaded when the file changes.
+
+        Raises:
+            ServingError: (404) the weights file does not exist; (500) it does not load into ``network_def``.
+        """
+        if not self.model_path.is_file():
+            raise ServingError(
+                404,
+                f"model {self.name!r} has no weights file: {self.model_path} does not exist (train the bundle, or "
+                f"start the server with --conf {self.name}_model <path to model.pt>)",
+            )
+        stamp = self.model_path.stat().st_mtime_ns
+        with self._lock:
+            cached = self._network
+            if cached is not None and cached[1] == stamp and cached[2] == device:
+                return cached[0]
+            network = self.get("network_def")
+            try:
+                load_model_weights(network, self.model_path, what=f"model {self.name!r} weights")
+            except (ValueError, FileNotFoundError) as err:
+                raise ServingError(500, str(err)) from err
+            network = network.to(device).eval()
+            if cached is not None:
+                logger.info(f"model {self.name!r}: {self.model_path} changed, weights reloaded")
+            self._network = (network, stamp, device)
+            return network
+
+
+def write_initial_weights(
+    bundle_dir: str | Path, path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> Path:
+    """Write the state dict of a freshly built ``network_def`` of the bundle's inference config.
+
+    The weights are what ``network_def`` starts from (random, or a pretrained encoder when its ``init`` names
+    one): a starting model for a first training round when no trained ``model.pt`` exists yet, and what tests
+    and benchmarks serve.
+
+    Args:
+        bundle_dir: the bundle folder.
+        path: the file to write.
+        overrides: config ids (e.g. ``{"image_size": 64}``).
+
+    Returns:
+        ``path``.
+    """
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle_dir) / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle_dir), **dict(overrides or {})})
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), str(path))
+    return Path(path)

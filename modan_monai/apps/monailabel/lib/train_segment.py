@@ -1,0 +1,215 @@
+"""MONAI Label training task for the ``segment`` bundle: fine-tune the served model on the submitted labels.
+
+A round: the datastore's images with a final label map -> a manifest the segment bundle reads (one binary mask
+file per structure, split from the label map, whose values must be the declared labels; a seeded per-image
+train/val split) -> ``python -m monai.bundle run`` of the bundle's ``configs/train.json`` starting from the
+served weights (``start_from``: encoder and decoder, whatever encoder init they came from) -> the best-validation
+weights replace the served file atomically, so the next inference uses them. Each round keeps its manifest,
+masks, log and checkpoints under ``<work_dir>/<round>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from modan_monai.apps.monailabel.lib.bundle import ServedBundle, ServingError
+from modan_monai.data import write_manifest
+from modan_monai.data.readers import read_image_row
+from modan_monai.transforms.label_map import label_map_to_structures
+
+__all__ = ["SegmentationTrain", "write_training_manifest"]
+
+logger = logging.getLogger(__name__)
+
+#: request parameters of a round and their defaults (shown in /info/ under the trainer's config)
+TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 2, "batch_size": 4, "learning_rate": 1e-4, "val_fraction": 0.25, "seed": 0}
+
+
+def _write_mask(mask: np.ndarray, like: str, path_stem: Path) -> str:
+    """Write one binary structure mask in the image's file type: NIfTI (with the image's affine) or PNG 0/255."""
+    import nibabel as nib
+    from PIL import Image
+
+    if like.lower().endswith((".nii", ".nii.gz")):
+        path = path_stem.with_name(path_stem.name + ".nii.gz")
+        image = nib.load(like)
+        data = mask.reshape(image.shape) if mask.size == int(np.prod(image.shape)) else mask
+        nib.save(nib.Nifti1Image(data.astype(np.uint8), image.affine), str(path))
+    else:
+        path = path_stem.with_name(path_stem.name + ".png")
+        # the readers' (x, y) order -> PIL's (rows, columns)
+        Image.fromarray((mask.T * 255).astype(np.uint8), mode="L").save(path)
+    return str(path)
+
+
+def write_training_manifest(
+    pairs: Sequence[Mapping[str, str]],
+    structures: Sequence[str],
+    out_dir: str | Path,
+    *,
+    modality: str = "",
+    val_fraction: float = 0.25,
+    seed: int = 0,
+) -> Path:
+    """Turn ``{"image", "label"}`` pairs (label maps) into a segment-bundle manifest with ``mask_<structure>``.
+
+    Args:
+        pairs: MONAI Label's ``datastore.datalist()``.
+        structures: the served model's structure channels (label value ``c + 1`` is ``structures[c]``).
+        out_dir: where the masks and ``manifest.csv`` go.
+        modality: the manifest's modality column.
+        val_fraction: share of the images in the ``val`` split (at least one; at least one stays in ``train``).
+        seed: seed of the split.
+
+    Returns:
+        The manifest path.
+
+    Raises:
+        ServingError: (422) fewer than two labelled images; a label map whose size differs from its image's or
+            whose values are not the declared labels (naming the label file and the values).
+    """
+    if len(pairs) < 2:
+        raise ServingError(422, f"model 'segment': training needs at least 2 images with a final label, the "
+                                f"datastore has {len(pairs)}")
+    out = Path(out_dir)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, pair in enumerate(sorted(pairs, key=lambda p: p["image"])):
+        image, label = str(pair["image"]), str(pair["label"])
+        try:
+            image_arr, _ = read_image_row({"image": image})
+            label_arr, _ = read_image_row({"image": label})
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise ServingError(422, f"model 'segment': training pair {image} / {label}: {err}") from err
+        if tuple(label_arr.shape) != tuple(image_arr.shape):
+            raise ServingError(422, f"model 'segment': label {label} has size {tuple(label_arr.shape)}, its image "
+                                    f"{image} {tuple(image_arr.shape)}")
+        try:
+            masks = label_map_to_structures(label_arr, len(structures), source=f"label {label}")
+        except ValueError as err:
+            raise ServingError(422, f"model 'segment': {err} (labels: {dict(enumerate(structures, 1))})") from err
+        row: dict[str, Any] = {"path": image, "modality": modality, "anatomy": "", "dataset": "monailabel",
+                               "case_id": f"case{i:05d}"}
+        for c, name in enumerate(structures):
+            row[f"mask_{name}"] = _write_mask(masks[c], image, out / "masks" / f"case{i:05d}_{name}")
+        rows.append(row)
+    n_val = min(len(rows) - 1, max(1, round(val_fraction * len(rows))))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    for rank, i in enumerate(order):
+        rows[i]["split"] = "val" if rank < n_val else "train"
+    return write_manifest(pd.DataFrame(rows), out / "manifest.csv")
+
+
+def _literal(value: Any) -> str:
+    # monai.bundle's CLI parses override values with fire as Python literals (lists, None, numbers: their repr)
+    return value if isinstance(value, str) else repr(value)
+
+
+class SegmentationTrain(TrainTask):
+    """Fine-tune the served segment model on the datastore's final labels (see the module docstring).
+
+    Args:
+        bundle: the served segment bundle (its inference config gives the structures, image size, arch, stem).
+        work_dir: folder of the training rounds.
+        default_modality: the manifest's modality when the request names none.
+    """
+
+    def __init__(self, bundle: ServedBundle, work_dir: str | Path, default_modality: str = "") -> None:
+        super().__init__(f"Fine-tune {bundle.name!r} on the submitted label maps (segment bundle train.json)")
+        self.bundle = bundle
+        self.work_dir = Path(work_dir)
+        self.default_modality = default_modality
+        self._last: dict[str, Any] = {}
+
+    def config(self) -> dict[str, Any]:
+        """The round's parameters and their defaults."""
+        return dict(TRAIN_DEFAULTS)
+
+    def stats(self) -> dict[str, Any]:
+        """The last round's result."""
+        return dict(self._last)
+
+    def _command(self, args: Mapping[str, Any]) -> list[str]:
+        configs = self.bundle.bundle_dir / "configs"
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json"),
+               "--logging_file", str(configs / "logging.conf")]
+        for key, value in args.items():
+            cmd += [f"--{key}", _literal(value)]
+        return cmd
+
+    def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """Run one round; returns the new model's path, its validation Dice and the round's folder."""
+        start = time.time()
+        params = {k: type(v)(request.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
+        served = self.bundle.model_path
+        if not served.is_file():
+            raise ServingError(404, f"model 'segment' has no weights file to fine-tune: {served} does not exist")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        round_dir = Path(tempfile.mkdtemp(prefix=time.strftime("round_%Y%m%d_%H%M%S_"), dir=self.work_dir))
+        structures = list(self.bundle.get("structure_names"))
+        manifest = write_training_manifest(
+            datastore.datalist(), structures, round_dir,
+            modality=str(request.get("modality") or self.default_modality or ""),
+            val_fraction=params["val_fraction"], seed=params["seed"],
+        )
+        args = {
+            "bundle_root": str(self.bundle.bundle_dir),
+            "output_dir": str(round_dir / "models"),
+            "manifest": str(manifest),
+            "structures": structures,
+            "image_size": self.bundle.get("image_size"),
+            "ct_window": list(self.bundle.get("ct_window")),
+            "arch": self.bundle.get("arch"),
+            "stem": self.bundle.get("stem"),
+            "start_from": str(served),
+            "epochs": params["epochs"],
+            "batch_size": params["batch_size"],
+            "learning_rate": params["learning_rate"],
+            "seed": params["seed"],
+        }
+        cmd = self._command(args)
+        log_path = round_dir / "train.log"
+        logger.info(f"segment training round: {' '.join(cmd)}")
+        with open(log_path, "w") as log:
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(round_dir)).returncode
+        if code != 0:
+            tail = log_path.read_text().strip().splitlines()[-3:]
+            raise ServingError(500, f"model 'segment': training round failed (exit {code}); see {log_path}: "
+                                    + " | ".join(tail))
+        best = round_dir / "models" / "model.pt"
+        if not best.is_file():
+            raise ServingError(500, f"model 'segment': training round wrote no {best}; see {log_path}")
+        checkpoints = sorted((round_dir / "models").glob("checkpoint_epoch=*.pt"), key=os.path.getmtime)
+        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["best_model"] if checkpoints else {}
+        tmp = served.with_name(served.name + ".incoming")
+        shutil.copyfile(best, tmp)
+        os.replace(tmp, served)
+        self._last = {
+            "model": str(served),
+            "val_mean_dice": float(state["best_metric"]) if state else None,
+            "best_epoch": int(state["best_metric_epoch"]) if state else None,
+            "train_images": int((pd.read_csv(manifest)["split"] == "train").sum()),
+            "val_images": int((pd.read_csv(manifest)["split"] == "val").sum()),
+            "round_dir": str(round_dir),
+            "seconds": round(time.time() - start, 1),
+        }
+        logger.info(f"segment training round done: {json.dumps(self._last)}")
+        return dict(self._last)
