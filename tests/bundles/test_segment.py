@@ -139,3 +139,60 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path: Path, demo: tuple[P
 
 def test_verify_metadata() -> None:
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_inference_serves_request_keys_label_maps_and_no_demo(
+    tmp_path: Path, demo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the MONAI Label app relies on: request keys survive preprocessing, the label-map post-processing
+    gives one map in the input's size, and giving data generates no demo corpus."""
+    from monai.bundle import ConfigParser
+
+    from modan_monai.apps.monailabel.lib.bundle import write_initial_weights
+
+    root, _ = demo
+    demo_dir = tmp_path / "no_demo_here"
+    monkeypatch.setenv("MODAN_MONAI_DEMO_DIR", str(demo_dir))
+    ckpt = write_initial_weights(BUNDLE, tmp_path / "model.pt", {"image_size": 32})
+    bundle_run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), dataset_dir=str(root),
+               ckpt_path=str(ckpt), output_dir=str(tmp_path / "infer"), image_size=32)
+    assert len(list((tmp_path / "infer").glob("*/*.png"))) == 3 * len(list(root.glob("images/*.png")))
+    assert not demo_dir.exists()
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "image_size": 32, "dataset_dir": str(root), "label_order": [2, 1, 0]})
+    image = str(sorted(root.glob("images/*.png"))[0])
+    d = parser.get_parsed_content("preprocessing")({"image": image, "image_path": image, "result_extension": ".png"})
+    assert d["image_path"] == image and d["result_extension"] == ".png"
+    logits = torch.full((3, 32, 32), -5.0)
+    logits[0, :10] = 5.0
+    logits[2, :20] = 5.0  # channel 2 under channel 0 where both are set: label_order paints 0 last
+    label_map = parser.get_parsed_content("label_map_postprocessing")({"image": d["image"], "pred": logits})["pred"]
+    assert label_map.shape == (1, 32, 32) and label_map.dtype == torch.uint8
+    assert set(torch.unique(label_map).tolist()) == {0, 1, 3}
+    assert parser.get_parsed_content("label_names") == {"heart": 1, "left_lung": 2, "right_lung": 3}
+    assert not demo_dir.exists()
+
+
+def test_start_from_loads_a_whole_segmentation_model(tmp_path: Path, demo: tuple[Path, Path]) -> None:
+    from modan_monai.apps.monailabel.lib.bundle import write_initial_weights
+
+    root, manifest = demo
+    start = write_initial_weights(BUNDLE, tmp_path / "start.pt", {"image_size": 32})
+    saved = torch.load(start, weights_only=True)
+    for structures, ok in [(["heart", "left_lung", "right_lung"], True), (["heart"], False)]:
+        workflow = ConfigWorkflow(
+            config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+            dataset_dir=str(root), manifest=str(manifest), output_dir=str(tmp_path / str(ok)), start_from=str(start),
+            structures=structures, image_size=32, arch="resnet18", stem="3x3",
+        )
+        workflow.initialize()
+        if ok:
+            state = workflow.parser.get_parsed_content("network").state_dict()
+            assert all(torch.equal(state[k].cpu(), v) for k, v in saved.items())
+        else:
+            with pytest.raises(RuntimeError) as err:
+                workflow.parser.get_parsed_content("network")
+            assert "start_from weights" in str(err.value.__cause__) and "shape-mismatched" in str(err.value.__cause__)
+        workflow.finalize()
