@@ -118,3 +118,12 @@ def test_load_model_weights_is_strict(tmp_path: Path) -> None:
     torch.save(bad, tmp_path / "nan.pt")
     with pytest.raises(ValueError, match="non-finite"):
         load_model_weights(net, tmp_path / "nan.pt")
+
+
+def test_served_labels_match_metadata_channel_def() -> None:
+    segment = ServedBundle("segment", repository_bundle("segment"))
+    channel_def = segment.metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert segment.get("label_names") == {name: int(c) + 1 for c, name in channel_def.items()}
+    classify = ServedBundle("classify", repository_bundle("classify"))
+    channel_def = classify.metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert classify.get("class_names") == [channel_def[str(i)] for i in range(len(channel_def))]

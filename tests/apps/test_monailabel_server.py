@@ -48,9 +48,17 @@ def server(tmp_path_factory: pytest.TempPathFactory):
               for name in ("segment", "classify")}
     conf = {"segment_model": models["segment"], "classify_model": models["classify"],
             "segment_config": json.dumps({"image_size": 64}), "classify_config": json.dumps({"image_size": 64})}
-    with LocalServer(studies, conf, log_file=root / "server.log") as running:
-        running.root, running.models = root, models
-        yield running
+    saved = os.environ.get("MODAN_MONAI_DEMO_DIR")
+    os.environ["MODAN_MONAI_DEMO_DIR"] = str(root / "demo")  # the server must never write a demo corpus
+    try:
+        with LocalServer(studies, conf, log_file=root / "server.log") as running:
+            running.root, running.models = root, models
+            yield running
+    finally:
+        if saved is None:
+            os.environ.pop("MODAN_MONAI_DEMO_DIR")
+        else:
+            os.environ["MODAN_MONAI_DEMO_DIR"] = saved
 
 
 def infer(server: LocalServer, model: str, output: str, params: dict | None = None, **kwargs) -> requests.Response:
@@ -190,3 +198,4 @@ def test_training_round_updates_the_served_model(server: LocalServer) -> None:
     after = infer(server, "segment", "all", image="img2")
     after_params = image_and_params(after, server.root / "after.png")
     assert after_params["model_mtime_ns"] == weights.stat().st_mtime_ns != before_params["model_mtime_ns"]
+    assert not (server.root / "demo").exists()

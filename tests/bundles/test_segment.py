@@ -173,6 +173,14 @@ def test_inference_serves_request_keys_label_maps_and_no_demo(
     assert set(torch.unique(label_map).tolist()) == {0, 1, 3}
     assert parser.get_parsed_content("label_names") == {"heart": 1, "left_lung": 2, "right_lung": 3}
     assert not demo_dir.exists()
+    # saved by monai.bundle run inference when pointed at the label map: one file per image
+    from modan_monai.evaluation.segmentation import segmentation_postprocessing
+
+    save = segmentation_postprocessing(preprocessing=parser.get_parsed_content("preprocessing"), label_map=True,
+                                       label_order=[2, 1, 0], output_dir=tmp_path / "maps")
+    save({"image": d["image"], "pred": logits})
+    saved = np.array(Image.open(next((tmp_path / "maps").glob("*/*_labels.png"))))
+    assert saved.shape == (32, 32) and set(np.unique(saved).tolist()) == {0, 1, 3}
 
 
 def test_start_from_loads_a_whole_segmentation_model(tmp_path: Path, demo: tuple[Path, Path]) -> None:

@@ -8,21 +8,20 @@ at a time: the request must name the ``slice``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from modan_monai._excepthook import root_cause
 from modan_monai.apps.monailabel.lib.bundle import ServedBundle, ServingError
+from modan_monai.apps.monailabel.lib.infer_task import BundleRowsInferTask
 from modan_monai.apps.monailabel.lib.request import request_rows
 
 __all__ = ["ClassificationInfer"]
 
 
-class ClassificationInfer(BasicInferTask):
+class ClassificationInfer(BundleRowsInferTask):
     """The ``classify`` bundle as a MONAI Label ``classification`` task.
 
     The result JSON holds ``probabilities`` (``{class name: p}``, summing to 1), ``label`` (the most probable
@@ -38,37 +37,13 @@ class ClassificationInfer(BasicInferTask):
     """
 
     def __init__(self, bundle: ServedBundle, default_modality: str = "") -> None:
-        self.bundle = bundle
-        self.default_modality = default_modality
         names = [str(n) for n in bundle.get("class_names")]
         if len(names) != int(bundle.get("num_classes")):
             raise ValueError(f"model 'classify': class_names {names} does not have num_classes="
                              f"{bundle.get('num_classes')} entries")
         self.class_names = names
-        super().__init__(
-            path=str(bundle.model_path),
-            network=None,
-            type=InferType.CLASSIFICATION,
-            labels={name: i for i, name in enumerate(names)},
-            dimension=2,
-            description=bundle.description(),
-            config={"slice": -1, "modality": default_modality},
-        )
-        self._preprocessing = bundle.get("preprocessing")
-        self._postprocessing = bundle.get("postprocessing")
-        self._inferer = bundle.get("inferer")
-
-    def is_valid(self) -> bool:
-        """Always listed: a missing weights file is reported per request, naming the model and the path."""
-        return True
-
-    def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
-        """None: :meth:`run_inferer` runs the bundle's preprocessing."""
-        return []
-
-    def post_transforms(self, data: Any = None) -> Sequence[Callable]:
-        """None: the bundle's postprocessing runs in :meth:`run_inferer`."""
-        return []
+        super().__init__(bundle, InferType.CLASSIFICATION, {name: i for i, name in enumerate(names)},
+                         "postprocessing", default_modality)
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         """Class probabilities of ``data["image"]`` into ``data["pred"]`` (``(num_classes,)``)."""

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from modan_monai._excepthook import root_cause
 from modan_monai.apps.monailabel.lib.bundle import ServedBundle, ServingError
+from modan_monai.apps.monailabel.lib.infer_task import BundleRowsInferTask
 from modan_monai.apps.monailabel.lib.request import VOLUME_SUFFIXES, request_rows, volume_affine
 
 __all__ = ["SegmentationInfer", "segment_rows"]
@@ -61,11 +61,8 @@ def segment_rows(
     return MetaTensor(maps[0], affine=affine)
 
 
-class SegmentationInfer(BasicInferTask):
-    """The ``segment`` bundle as a MONAI Label ``segmentation`` task.
-
-    Request parameters (besides MONAI Label's): ``slice`` (an index: segment one slice of a NIfTI volume),
-    ``modality`` (e.g. ``CT`` for Hounsfield windowing; default ``--conf modality``).
+class SegmentationInfer(BundleRowsInferTask):
+    """The ``segment`` bundle as a MONAI Label ``segmentation`` task (request parameters: see the base class).
 
     Args:
         bundle: the served segment bundle.
@@ -73,33 +70,8 @@ class SegmentationInfer(BasicInferTask):
     """
 
     def __init__(self, bundle: ServedBundle, default_modality: str = "") -> None:
-        self.bundle = bundle
-        self.default_modality = default_modality
-        super().__init__(
-            path=str(bundle.model_path),
-            network=None,
-            type=InferType.SEGMENTATION,
-            labels=dict(bundle.get("label_names")),
-            dimension=2,
-            description=bundle.description(),
-            config={"slice": -1, "modality": default_modality},
-        )
-        # built once: the transforms are stateless between requests
-        self._preprocessing = bundle.get("preprocessing")
-        self._postprocessing = bundle.get("label_map_postprocessing")
-        self._inferer = bundle.get("inferer")
-
-    def is_valid(self) -> bool:
-        """Always listed: a missing weights file is reported per request, naming the model and the path."""
-        return True
-
-    def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
-        """None: :meth:`run_inferer` runs the bundle's preprocessing per row (slice)."""
-        return []
-
-    def post_transforms(self, data: Any = None) -> Sequence[Callable]:
-        """None: the bundle's ``label_map_postprocessing`` runs per row in :meth:`run_inferer`."""
-        return []
+        super().__init__(bundle, InferType.SEGMENTATION, bundle.get("label_names"), "label_map_postprocessing",
+                         default_modality)
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         """Segment ``data["image"]`` into ``data["pred"]`` (see :func:`segment_rows`)."""
