@@ -199,3 +199,36 @@ def test_training_round_updates_the_served_model(server: LocalServer) -> None:
     after_params = image_and_params(after, server.root / "after.png")
     assert after_params["model_mtime_ns"] == weights.stat().st_mtime_ns != before_params["model_mtime_ns"]
     assert not (server.root / "demo").exists()
+
+
+def test_training_manifest_from_volume_and_png_label_maps(tmp_path: Path) -> None:
+    from modan_monai.apps.monailabel.lib.bundle import ServingError
+    from modan_monai.apps.monailabel.lib.train_segment import write_training_manifest
+    from modan_monai.data import manifest_to_datalist, read_manifest
+    from modan_monai.data.segmentation import segmentation_transforms
+
+    rng = np.random.default_rng(0)
+    vol, vol_label = tmp_path / "v.nii.gz", tmp_path / "v_label.nii.gz"
+    nib.save(nib.Nifti1Image(rng.normal(size=VOLUME).astype(np.float32), AFFINE), str(vol))
+    label = np.zeros(VOLUME, np.uint8)
+    label[5:15, 5:15, 1] = 1
+    label[20:30, 10:20, :] = 2
+    nib.save(nib.Nifti1Image(label, AFFINE), str(vol_label))
+    png, png_label = tmp_path / "p.png", tmp_path / "p_label.png"
+    Image.fromarray(rng.integers(0, 255, PNG_SIZE[::-1], dtype=np.uint8)).save(png)
+    Image.fromarray(structures_label(0).T).save(png_label)
+    pairs = [{"image": str(vol), "label": str(vol_label)}, {"image": str(png), "label": str(png_label)}]
+    manifest = write_training_manifest(pairs, ["heart", "left_lung", "right_lung"], tmp_path / "round")
+    rows = manifest_to_datalist(read_manifest(manifest))
+    assert len(rows) == VOLUME[2] + 1 and {r["split"] for r in rows} == {"train", "val"}
+    load = segmentation_transforms(["heart", "left_lung", "right_lung"], image_size=32)
+    volume_rows = sorted((r for r in rows if str(r["image"]).endswith(".nii.gz")), key=lambda r: r["index"])
+    masks = load(volume_rows[1])["label"]
+    assert masks.shape == (3, 32, 32) and masks[0].sum() > 0 and masks[1].sum() > 0 and masks[2].sum() == 0
+    assert load(volume_rows[0])["label"][0].sum() == 0
+
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(png_label)  # another size than its image
+    with pytest.raises(ServingError, match="has size"):
+        write_training_manifest(pairs, ["heart", "left_lung", "right_lung"], tmp_path / "round2")
+    with pytest.raises(ServingError, match="at least 2 images"):
+        write_training_manifest(pairs[:1], ["heart"], tmp_path / "round3")

@@ -70,7 +70,7 @@ def write_training_manifest(
     """Turn ``{"image", "label"}`` pairs (label maps) into a segment-bundle manifest with ``mask_<structure>``.
 
     Args:
-        pairs: MONAI Label's ``datastore.datalist()``.
+        pairs: MONAI Label's ``datastore.datalist()``; a NIfTI volume becomes one row per slice (``index``).
         structures: the served model's structure channels (label value ``c + 1`` is ``structures[c]``).
         out_dir: where the masks and ``manifest.csv`` go.
         modality: the manifest's modality column.
@@ -108,12 +108,18 @@ def write_training_manifest(
                                "case_id": f"case{i:05d}"}
         for c, name in enumerate(structures):
             row[f"mask_{name}"] = _write_mask(masks[c], image, out / "masks" / f"case{i:05d}_{name}")
-        rows.append(row)
+        # a volume is one row per slice (index), as the bundle trains on 2D slices
+        slices = image_arr.shape[2] if image_arr.ndim == 3 else None
+        rows.append([row] if slices is None else [{**row, "index": k} for k in range(slices)])
     n_val = min(len(rows) - 1, max(1, round(val_fraction * len(rows))))
     order = np.random.default_rng(seed).permutation(len(rows))
-    for rank, i in enumerate(order):
-        rows[i]["split"] = "val" if rank < n_val else "train"
-    return write_manifest(pd.DataFrame(rows), out / "manifest.csv")
+    for rank, i in enumerate(order):  # split per image: the slices of a volume stay together
+        for row in rows[i]:
+            row["split"] = "val" if rank < n_val else "train"
+    frame = pd.DataFrame([row for image_rows in rows for row in image_rows])
+    if "index" in frame:
+        frame["index"] = frame["index"].astype("Int64")
+    return write_manifest(frame, out / "manifest.csv")
 
 
 def _literal(value: Any) -> str:
@@ -206,8 +212,8 @@ class SegmentationTrain(TrainTask):
             "model": str(served),
             "val_mean_dice": float(state["best_metric"]) if state else None,
             "best_epoch": int(state["best_metric_epoch"]) if state else None,
-            "train_images": int((pd.read_csv(manifest)["split"] == "train").sum()),
-            "val_images": int((pd.read_csv(manifest)["split"] == "val").sum()),
+            "train_images": int(pd.read_csv(manifest).query("split == 'train'")["path"].nunique()),
+            "val_images": int(pd.read_csv(manifest).query("split == 'val'")["path"].nunique()),
             "round_dir": str(round_dir),
             "seconds": round(time.time() - start, 1),
         }
