@@ -176,6 +176,9 @@ def test_training_round_updates_the_served_model(server: LocalServer) -> None:
     bad[0:4, 0:4] = 7
     put_label(server, "img0", bad)
     put_label(server, "img1", structures_label(2))
+    response = requests.post(f"{server.url}/train/segment", params={"run_sync": "true"}, json={"epochs": "many"},
+                             timeout=60)
+    assert response.status_code == 422 and "epochs='many'" in response.json()["detail"]
     response = requests.post(f"{server.url}/train/segment", params={"run_sync": "true"}, json={"epochs": 1},
                              timeout=300)
     assert response.status_code == 422

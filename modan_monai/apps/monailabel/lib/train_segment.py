@@ -162,7 +162,13 @@ class SegmentationTrain(TrainTask):
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
         """Run one round; returns the new model's path, its validation Dice and the round's folder."""
         start = time.time()
-        params = {k: type(v)(request.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
+        params = {}
+        for key, default in TRAIN_DEFAULTS.items():
+            try:
+                params[key] = type(default)(request.get(key, default))
+            except (TypeError, ValueError):
+                raise ServingError(422, f"model 'segment': training parameter {key}={request.get(key)!r} is not "
+                                        f"a {type(default).__name__}") from None
         served = self.bundle.model_path
         if not served.is_file():
             raise ServingError(404, f"model 'segment' has no weights file to fine-tune: {served} does not exist")
