@@ -32,7 +32,7 @@ __all__ = [
 logger = logging.getLogger("data_manifests")
 
 #: 2D image suffixes the readers decode with PIL.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
 
 def preview(items: Sequence[Any], limit: int = 10) -> str:

@@ -9,7 +9,8 @@ no suffix + ``DICM``                              grey, multi-frame, compressed 
                                                   volume; the affine is kept (and moved to the slice)
 ``.png`` ``.jpg``      :class:`PILImageReader`    PIL: RGB-encoded grey -> one channel, colour -> luminance,
 ``.jpeg`` ``.tif``                                page ``index`` of a multi-page TIFF
-``.tiff`` ``.bmp``
+``.tiff`` ``.bmp``                                frame ``index`` of an animated GIF; palette GIF masks (retina
+``.gif``                                          sets) read as grey
 ``.npz``               :class:`NpzReader`         e.g. MedMNIST: array ``key``, image ``index``
 ``.npy``               :class:`NpyVolumeReader`   MRNet volume ``(slices, H, W)``, slice ``index``
 =====================  =========================  ==========================================================
@@ -77,7 +78,7 @@ logger = logging.getLogger(__name__)
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
-PIL_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PIL_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
 #: What :func:`read_image_row` does with NaN / +-Inf pixels: raise a ``ValueError`` or replace them.
 NAN_POLICIES: tuple[str, ...] = ("error", "replace")

@@ -268,6 +268,25 @@ def test_colour_png_to_luminance(tmp_path, mode):
     assert meta["color_conversion"] == "luminance_itu_r_601"
 
 
+def test_gif_masks_and_frames(tmp_path):
+    """Retina datasets ship masks as palette GIFs; an animated GIF is read frame by frame like a TIFF."""
+    mask = np.zeros((6, 7), np.uint8)
+    mask[1:4, 2:6] = 255
+    palette = Image.fromarray(mask).convert("P")
+    path = tmp_path / "01_manual1.GIF"  # suffixes are matched case-insensitively
+    palette.save(path)
+    arr, meta = read_image_row({"image": str(path)})
+    np.testing.assert_array_equal(arr, mask.T.astype(np.float32))
+    assert tuple(int(v) for v in meta["spatial_shape"][:2]) == (7, 6)
+    frames = [Image.fromarray(np.full((4, 5), v, np.uint8)) for v in (10, 200)]
+    animated = tmp_path / "anim.gif"
+    frames[0].save(animated, save_all=True, append_images=frames[1:])
+    second, _ = read_image_row({"image": str(animated), "index": 1})
+    assert second.shape == (5, 4) and float(second.mean()) == pytest.approx(200, abs=2)
+    with pytest.raises(ValueError, match="multi-page image with 2 pages"):
+        read_image_row({"image": str(animated)})
+
+
 def test_pneumoniamnist_npz(shared_datasets):
     path = shared_datasets / "pneumoniamnist" / "pneumoniamnist.npz"
     with np.load(path) as npz:
