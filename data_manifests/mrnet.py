@@ -14,6 +14,10 @@ planes of one exam share it), label columns ``abnormal`` / ``acl`` / ``meniscus`
 layout is checked: the root holds only the split folders ``train/`` / ``valid/``, each split folder only plane
 folders, each plane folder only ``NNNN.npy`` files and at least one exam; anything else is refused naming the
 expected and the found entries.
+
+A partial copy (a subset of the volumes beside the full label CSVs) is refused unless ``partial=True``
+(``--opt partial=true``): then label rows without a volume and exams that lack one of the requested planes are
+dropped, and how many is logged per folder. Volumes without a label stay an error either way.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import as_frame, check_files, check_folders, preview, require_dir
+from ._common import as_frame, check_files, check_folders, logger, preview, require_dir
 
 __all__ = ["MRNET_FOLDERS", "MRNET_PLANES", "MRNET_TASKS", "build"]
 
@@ -52,6 +56,7 @@ def build(
     dataset: str = "mrnet",
     planes: Sequence[str] = MRNET_PLANES,
     folders: Sequence[str] = tuple(MRNET_FOLDERS),
+    partial: bool = False,
 ) -> pd.DataFrame:
     """Build the MRNet manifest.
 
@@ -60,6 +65,8 @@ def build(
         dataset: value of the ``dataset`` column.
         planes: planes to list.
         folders: raw split folders to read (``train``, ``valid``).
+        partial: accept a partial copy: drop (and log the number of) label rows without a volume and exams
+            missing a requested plane, instead of raising.
 
     Returns:
         Manifest frame, one row per exam and plane.
@@ -67,7 +74,8 @@ def build(
     Raises:
         FileNotFoundError: if a split or plane folder is missing (naming the expected and found folders).
         ValueError: for an unknown plane/folder, an undocumented folder, a file not named ``NNNN.npy``, a plane folder
-            without exams, an exam missing a plane, or label CSVs that do not match the exams.
+            without exams, an exam missing a plane, or label CSVs that do not match the exams (with ``partial``:
+            only an exam without a label).
     """
     folder = require_dir(root, "MRNet root")
     unknown = [p for p in planes if p not in MRNET_PLANES] + [f for f in folders if f not in MRNET_FOLDERS]
@@ -88,21 +96,30 @@ def build(
                 raise ValueError(f"MRNet folder {plane_dir}: unexpected file(s) {preview(bad)} (expected NNNN.npy).")
             exams[plane] = {int(p.stem): p for p in files}
         cases = sorted(set().union(*(set(e) for e in exams.values())))
+        incomplete = sorted({c for found in exams.values() for c in cases if c not in found})
         for plane, found in exams.items():
             missing = [f"{c:04d}" for c in cases if c not in found]
-            if missing:
+            if missing and not partial:
                 raise ValueError(f"MRNet {raw}/{plane}: exam(s) {preview(missing)} have other planes but no {plane} "
-                                 "volume.")
+                                 "volume (a partial copy? --opt partial=true drops such exams).")
+        if incomplete:
+            logger.warning(f"MRNet {raw}/: {len(incomplete)} exam(s) lack a requested plane and are dropped "
+                           f"(partial=true): {preview([f'{c:04d}' for c in incomplete])}")
+            cases = [c for c in cases if c not in set(incomplete)]
         tasks = {}
         for task in MRNET_TASKS:
             csv = folder / f"{raw}-{task}.csv"
             if csv.is_file():
                 tasks[task] = _read_labels(csv)
                 no_label = [f"{c:04d}" for c in cases if c not in tasks[task]]
-                no_exam = [f"{c:04d}" for c in tasks[task] if c not in set(cases)]
-                if no_label or no_exam:
+                no_exam = [f"{c:04d}" for c in tasks[task] if c not in set(cases) and c not in set(incomplete)]
+                if no_label or (no_exam and not partial):
                     raise ValueError(f"MRNet labels {csv}: exams without a label {preview(no_label)}; labels without "
                                      f"an exam {preview(no_exam)}.")
+                dropped = sum(c not in set(cases) for c in tasks[task])
+                if dropped:
+                    logger.info(f"MRNet labels {csv}: {dropped} of {len(tasks[task])} label rows have no complete exam "
+                                "here and are dropped (partial=true)")
         for case in cases:
             for plane in planes:
                 row = {

@@ -363,3 +363,18 @@ def test_builders_refuse_an_undocumented_layout(tmp_path, case):
     message = str(err.value)
     for part in parts:
         assert part in message, message
+
+
+def test_mrnet_partial_copy(tmp_path, caplog):
+    _mrnet_tree(tmp_path, {"train": [0, 1, 2]}, tasks=("acl",))
+    (tmp_path / "train-acl.csv").write_text("0,0\n1,1\n2,0\n3,1\n4,0\n")  # the full CSV, 2 exams not copied
+    (tmp_path / "train" / "axial" / "0002.npy").unlink()  # exam 2 lacks a plane
+    with pytest.raises(ValueError, match="no axial volume.*partial=true"):
+        build_manifest("mrnet", tmp_path, folders=("train",))
+    with caplog.at_level("INFO", logger="data_manifests"):
+        df = build_manifest("mrnet", tmp_path, folders=("train",), partial=True)
+    assert set(df.case_id) == {"train-0000", "train-0001"} and len(df) == 6
+    assert "1 exam(s) lack a requested plane" in caplog.text and "3 of 5 label rows have no complete exam" in caplog.text
+    (tmp_path / "train-acl.csv").write_text("0,0\n")  # a volume without a label stays an error
+    with pytest.raises(ValueError, match="exams without a label 0001"):
+        build_manifest("mrnet", tmp_path, folders=("train",), partial=True)
