@@ -31,6 +31,7 @@ from modan_monai.utils import atomic_append_text
 __all__ = [
     "SEGMENTATION_RESULT_COLUMNS",
     "SegmentationRun",
+    "bundle_cli_value",
     "plan_runs",
     "run_grid",
     "segmentation_markdown",
@@ -113,9 +114,12 @@ def plan_runs(
     ]
 
 
-def _python_literal(value: Any) -> str:
-    # monai.bundle's CLI parses override values with fire as Python literals: lists, dicts, None and numbers go as
-    # their repr, strings (paths, names) as they are.
+def bundle_cli_value(value: Any) -> str:
+    """A config value as a ``python -m monai.bundle run --<id> <value>`` argument.
+
+    monai.bundle's CLI parses override values with fire as Python literals: lists, dicts, None and numbers go as
+    their repr, strings (paths, names) as they are.
+    """
     return repr(value) if not isinstance(value, str) else value
 
 
@@ -142,7 +146,7 @@ def _config_files(bundle: Path) -> list[list[str]]:
 def _commands(run: SegmentationRun, bundle: Path, out: Path, overrides: Mapping[str, Any]) -> list[list[str]]:
     """The ``python -m monai.bundle run`` commands equivalent to one run (written into its ``run.log``)."""
     args = _bundle_args(run, bundle, out, overrides)
-    flags = [item for key, value in args.items() for item in (f"--{key}", _python_literal(value))]
+    flags = [item for key, value in args.items() for item in (f"--{key}", bundle_cli_value(value))]
     base = [sys.executable, "-m", "monai.bundle", "run", "--logging_file", str(bundle / "configs" / "logging.conf")]
     return [
         base + ["--config_file", files[0] if len(files) == 1 else str(files)] + flags for files in _config_files(bundle)

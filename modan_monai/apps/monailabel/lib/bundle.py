@@ -164,10 +164,7 @@ def write_initial_weights(
     Returns:
         ``path``.
     """
-    parser = ConfigParser()
-    parser.read_config(str(Path(bundle_dir) / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle_dir), **dict(overrides or {})})
-    network = parser.get_parsed_content("network_def", instantiate=True)
+    network = ServedBundle("initial weights", bundle_dir, overrides=overrides).get("network_def")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), str(path))
     return Path(path)

@@ -31,6 +31,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from modan_monai.apps.monailabel.lib.bundle import ServedBundle, ServingError
 from modan_monai.data import write_manifest
 from modan_monai.data.readers import read_image_row
+from modan_monai.evaluation.segmentation_grid import bundle_cli_value
 from modan_monai.transforms.label_map import label_map_to_structures
 
 __all__ = ["SegmentationTrain", "write_training_manifest"]
@@ -122,11 +123,6 @@ def write_training_manifest(
     return write_manifest(frame, out / "manifest.csv")
 
 
-def _literal(value: Any) -> str:
-    # monai.bundle's CLI parses override values with fire as Python literals (lists, None, numbers: their repr)
-    return value if isinstance(value, str) else repr(value)
-
-
 class SegmentationTrain(TrainTask):
     """Fine-tune the served segment model on the datastore's final labels (see the module docstring).
 
@@ -156,7 +152,7 @@ class SegmentationTrain(TrainTask):
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json"),
                "--logging_file", str(configs / "logging.conf")]
         for key, value in args.items():
-            cmd += [f"--{key}", _literal(value)]
+            cmd += [f"--{key}", bundle_cli_value(value)]
         return cmd
 
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
