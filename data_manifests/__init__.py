@@ -3,7 +3,9 @@
 Each module documents the raw layout it expects and exposes ``build(root, **options) -> pd.DataFrame`` in the
 manifest schema of :mod:`modan_monai.data.manifest` with absolute paths. A builder checks that layout and refuses a
 tree that does not match (missing or undocumented folders, other file types, no image), naming the expected and the
-found entries (see :mod:`data_manifests._common`). Write a frame with
+found entries (see :mod:`data_manifests._common`); linked folders are followed. Two builders take generic layouts:
+:mod:`~data_manifests.class_folders` (``<root>/<class>/<image>``) and :mod:`~data_manifests.image_masks` (an image
+folder plus mask folders matched by file stem). Write a frame with
 :func:`modan_monai.data.write_manifest`, or use ``scripts/build_manifest.py``.
 """
 
@@ -16,12 +18,23 @@ from typing import Any
 
 import pandas as pd
 
-from . import busi, dicom_dir, head_ct, jsrt, medmnist, mrnet, radimagenet, shared_pretrain
+from . import (
+    busi,
+    class_folders,
+    dicom_dir,
+    head_ct,
+    image_masks,
+    jsrt,
+    medmnist,
+    mrnet,
+    radimagenet,
+    shared_pretrain,
+)
 from .combine import combine, summarize
 from .shared_pretrain import subsample
-from .splits import assign_splits
+from .splits import assign_splits, parse_fractions
 
-__all__ = ["BUILDERS", "assign_splits", "build_manifest", "combine", "subsample", "summarize"]
+__all__ = ["BUILDERS", "assign_splits", "build_manifest", "combine", "parse_fractions", "subsample", "summarize"]
 
 #: builder name -> ``build(root, **options)``.
 BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
@@ -33,6 +46,8 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "mrnet": mrnet.build,
     "radimagenet": radimagenet.build,
     "shared_pretrain": shared_pretrain.build,
+    "class_folders": class_folders.build,
+    "image_masks": image_masks.build,
 }
 
 

@@ -1,13 +1,20 @@
 """Helpers shared by the manifest builders: frame assembly in the manifest column order, layout checks, errors.
 
 Every builder checks the raw layout its module documents and refuses anything else, naming what it expected and
-what it found: a missing documented folder -> ``FileNotFoundError``; an undocumented folder, a file of another type
-or a layout without a single image -> ``ValueError``. Hidden entries (names starting with ``.``) are ignored.
+what it found: a missing documented folder -> ``FileNotFoundError``; an undocumented folder, a file of another type,
+a broken symbolic link or a layout without a single image -> ``ValueError``. Hidden entries (names starting with
+``.``) are ignored.
+
+Symbolic links are followed: a dataset assembled from links to folders or files elsewhere is read like a copy, and
+the manifest holds the paths through the links (so class and structure names come from the link names). Builders
+that walk a tree use :func:`walk_files`, which descends into linked folders and visits each real folder once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +26,18 @@ from modan_monai.data.manifest import MANIFEST_COLUMNS
 __all__ = [
     "IMAGE_SUFFIXES",
     "as_frame",
+    "case_id_from_name",
     "check_files",
     "check_folders",
     "check_option",
+    "compile_case_id_regex",
     "describe",
     "logger",
     "preview",
+    "refuse_broken_links",
     "require_dir",
     "require_file",
+    "walk_files",
 ]
 
 logger = logging.getLogger("data_manifests")
@@ -111,6 +122,7 @@ def check_files(folder: Path, suffixes: Sequence[str], what: str, expected: str)
     if dirs:
         raise ValueError(f"{what} {folder}: unexpected sub-folder(s) {preview([d.name for d in dirs])}; expected "
                          f"only files {expected}.")
+    refuse_broken_links([f for f in files if not f.exists()], f"{what} {folder}")
     others = [f.name for f in files if f.suffix.lower() not in suffixes]
     if others:
         types = sorted({Path(o).suffix.lower() or "(no suffix)" for o in others})
@@ -169,3 +181,114 @@ def as_frame(rows: Iterable[Mapping[str, Any]], what: str) -> pd.DataFrame:
     frame["index"] = pd.array(frame["index"], dtype="Int64")
     extra = [c for c in frame.columns if c not in MANIFEST_COLUMNS]
     return frame[list(MANIFEST_COLUMNS) + extra].reset_index(drop=True)
+
+
+def refuse_broken_links(broken: Sequence[Path], what: str) -> None:
+    """Raise ``ValueError`` naming the broken symbolic links (a link whose target does not exist), if any.
+
+    Args:
+        broken: the links found broken (empty: nothing to report).
+        what: layout name and folder for the message.
+
+    Raises:
+        ValueError: naming each link and its target, when ``broken`` is not empty.
+    """
+    if broken:
+        targets = [f"{b} -> {os.readlink(b)}" if b.is_symlink() else str(b) for b in broken]
+        raise ValueError(f"{what}: {len(broken)} broken symbolic link(s) (the target does not exist): "
+                         f"{preview(targets)}.")
+
+
+def walk_files(folder: str | Path, what: str, hidden: bool = False) -> list[Path]:
+    """Every file below ``folder``, following symbolic links to folders, each real folder visited once.
+
+    ``Path.rglob`` does not descend into linked folders (Python 3.11; 3.13 only with ``recurse_symlinks=True``), so
+    a dataset assembled from links would look empty. This walk follows them (``os.walk(followlinks=True)``) and keeps
+    the real paths of the folders it has entered: a link back to a folder already walked (a loop such as
+    ``latest -> .``, or two links to one folder) is not entered again, and a warning names the link and the real
+    folder, so no file is listed twice and none is left out in silence. Paths are returned as reached from
+    ``folder`` (through the links, not resolved).
+
+    Args:
+        folder: the top folder.
+        what: layout name for messages (``"RadImageNet root"``).
+        hidden: include entries whose name starts with ``.`` (by default hidden files and folders are not listed).
+
+    Returns:
+        The files (and links to files), sorted by path.
+
+    Raises:
+        ValueError: for a broken symbolic link (naming the link and its target).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "store").mkdir(); (root / "store" / "a.png").write_bytes(b"x")
+        1
+        >>> (root / "tree").mkdir(); (root / "tree" / "CT").symlink_to(root / "store", target_is_directory=True)
+        >>> [p.relative_to(root / "tree").as_posix() for p in walk_files(root / "tree", "example")]
+        ['CT/a.png']
+    """
+    top = Path(folder)
+    visited: dict[str, Path] = {}
+    files: list[Path] = []
+    broken: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        current = Path(dirpath)
+        real = os.path.realpath(current)
+        if real in visited:
+            logger.warning("%s: %s is a link to %s, already walked as %s; its files are listed once.", what,
+                           current, real, visited[real])
+            dirnames[:] = []
+            continue
+        visited[real] = current
+        if not hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames.sort()  # deterministic walk order, so the first of two links to one folder is always the same
+        for name in filenames:
+            if hidden or not name.startswith("."):
+                path = current / name
+                (files if path.exists() else broken).append(path)
+    refuse_broken_links(sorted(broken), f"{what} {top}")
+    return sorted(files)
+
+
+def compile_case_id_regex(pattern: str | None, what: str) -> re.Pattern[str] | None:
+    """The compiled ``case_id_regex`` option: a regular expression with exactly one group, or ``None``.
+
+    Raises:
+        ValueError: naming the option when the pattern does not compile or has not exactly one group.
+    """
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(str(pattern))
+    except re.error as err:
+        raise ValueError(f"{what}: option case_id_regex {pattern!r} is not a valid regular expression: {err}.") from err
+    if compiled.groups != 1:
+        raise ValueError(f"{what}: option case_id_regex {pattern!r} must have exactly one group (the case id), "
+                         f"it has {compiled.groups}; e.g. '^(P\\d+)_' for P0012_left.png.")
+    return compiled
+
+
+def case_id_from_name(file: Path, regex: re.Pattern[str] | None) -> str:
+    """The case id of an image: the file stem, or the group of ``regex`` searched in the file name.
+
+    Args:
+        file: the image file.
+        regex: from :func:`compile_case_id_regex`; ``None`` takes the stem (``P0012_left.png`` -> ``P0012_left``).
+
+    Returns:
+        The case id.
+
+    Raises:
+        ValueError: naming the file and the pattern when the pattern does not match the name or its group is empty.
+    """
+    if regex is None:
+        return file.stem
+    match = regex.search(file.name)
+    if match is None or not match.group(1):
+        problem = "does not match" if match is None else "matches with an empty group in"
+        raise ValueError(f"option case_id_regex {regex.pattern!r} {problem} the file name {file.name!r} ({file}); "
+                         "every image needs a case id.")
+    return match.group(1)

@@ -30,6 +30,11 @@ test guessed patient ids against the pseudonyms. Deleting it gives every case a 
 
 A file that is not DICOM is an error listing the files, unless ``ignore_non_dicom=True``, which logs a warning with the
 count and names. ``DICOMDIR`` media directory files carry no image and are always left out with a warning.
+
+The tree is walked following linked folders (each real folder once, see :func:`data_manifests._common.walk_files`;
+hidden files are read too); a broken link is an error naming it. Only the headers are read, never the pixel data.
+``workers=N`` reads them in N processes (``concurrent.futures.ProcessPoolExecutor``, files handed out in chunks); the
+frame is the same for any N: rows are in path order and every check runs on the results in that order.
 """
 
 from __future__ import annotations
@@ -38,13 +43,16 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from ._common import as_frame, logger, preview, require_dir
+from ._common import as_frame, logger, preview, require_dir, walk_files
 
 __all__ = ["PSEUDONYM_PREFIXES", "SALT_FILE_ENV", "build", "default_salt_file", "load_or_create_salt", "pseudonym"]
 
@@ -56,6 +64,7 @@ PSEUDONYM_PREFIXES: dict[str, str] = {"PatientID": "pid-", "StudyInstanceUID": "
 #: environment variable naming the salt file used when neither ``salt`` nor ``salt_file`` is given.
 SALT_FILE_ENV = "MODAN_DICOM_SALT_FILE"
 _PSEUDONYM_HEX_DIGITS = 16  # 64 bits: no collision in any realistic number of patients (checked anyway)
+_CHUNKS_PER_WORKER = 4  # chunks handed to each process: large enough to amortise the pickling, small to balance
 
 
 def _text(dataset, keyword: str) -> str:
@@ -152,6 +161,44 @@ def _resolve_salt(salt: str | None, salt_file: str | Path | None) -> str:
     return load_or_create_salt(file)
 
 
+def _read_header(file: Path) -> dict[str, Any]:
+    """The header values a manifest row needs, read with ``stop_before_pixels=True`` (runs in a worker process).
+
+    Returns:
+        ``{"kind": "image", "modality", "anatomy", "tag", "identifier", <UIDs>}``, ``{"kind": "media"}`` for a
+        DICOMDIR, or ``{"kind": "error", "error": "<exception type>: <message>"}`` for a file that is not DICOM.
+        Plain values only, so the result pickles cheaply back to the parent process.
+    """
+    try:
+        header = dcmread(file, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+        return {"kind": "error", "error": f"{type(err).__name__}: {err}"}
+    sop_class = _text(header.file_meta, "MediaStorageSOPClassUID") if hasattr(header, "file_meta") else ""
+    if sop_class == _MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:
+        return {"kind": "media"}
+    tag = "PatientID" if _text(header, "PatientID") else "StudyInstanceUID"
+    values = {"kind": "image", "modality": _text(header, "Modality"), "anatomy": _text(header, "BodyPartExamined"),
+              "tag": tag, "identifier": _text(header, tag)}
+    values.update({column: _text(header, column) for column in _UID_COLUMNS})
+    return values
+
+
+def _read_headers(files: Sequence[Path], workers: int) -> list[dict[str, Any]]:
+    """:func:`_read_header` of every file, in the order of ``files``; in this process for ``workers=1``."""
+    if workers == 1 or len(files) < 2:
+        return [_read_header(file) for file in files]
+    chunksize = max(1, len(files) // (workers * _CHUNKS_PER_WORKER))
+    with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
+        return list(pool.map(_read_header, files, chunksize=chunksize))
+
+
+def _check_workers(workers: Any) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"dicom_dir: option workers must be an integer >= 1 (1 reads in this process), got "
+                         f"{workers!r}.")
+    return workers
+
+
 def build(
     root: str | Path,
     dataset: str = "dicom",
@@ -160,6 +207,7 @@ def build(
     salt: str | None = None,
     salt_file: str | Path | None = None,
     keep_uids: bool = False,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Build a manifest of every DICOM file under ``root``, with pseudonymous ``case_id`` values.
 
@@ -172,6 +220,7 @@ def build(
         salt_file: file holding the salt, created with a random one when absent (default, when ``salt`` is not
             given either: :func:`default_salt_file`).
         keep_uids: add the Study/Series/SOP Instance UID columns (left out by default).
+        workers: processes reading the headers; 1 reads them in this process. The frame does not depend on it.
 
     Returns:
         Manifest frame with absolute paths, sorted by path.
@@ -180,24 +229,22 @@ def build(
         FileNotFoundError: if ``root`` is not a folder.
         ValueError: if non-DICOM files are present (and not ignored), a file has neither PatientID nor
             StudyInstanceUID, no DICOM file is found, both or an empty salt are given, or the salt file cannot be
-            read or created.
+            read or created, ``workers`` is not an integer >= 1, or a symbolic link is broken.
     """
+    workers = _check_workers(workers)
     folder = require_dir(root, "DICOM root")
     secret = _resolve_salt(salt, salt_file)
     rows, non_dicom, media_dirs = [], [], []
     owners: dict[str, tuple[str, Path]] = {}  # pseudonym -> (raw identifier, first file), for the collision check
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            header = dcmread(file, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError) as err:
-            non_dicom.append((file, err))
+    files = walk_files(folder, "DICOM root", hidden=True)
+    for file, header in zip(files, _read_headers(files, workers)):
+        if header["kind"] == "error":
+            non_dicom.append((file, header["error"]))
             continue
-        sop_class = _text(header.file_meta, "MediaStorageSOPClassUID") if hasattr(header, "file_meta") else ""
-        if sop_class == _MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:
+        if header["kind"] == "media":
             media_dirs.append(file)
             continue
-        tag = "PatientID" if _text(header, "PatientID") else "StudyInstanceUID"
-        identifier = _text(header, tag)
+        tag, identifier = header["tag"], header["identifier"]
         if not identifier:
             raise ValueError(f"DICOM file {file} has neither PatientID nor StudyInstanceUID: cannot set case_id.")
         case_id = pseudonym(identifier, secret, tag)
@@ -205,10 +252,10 @@ def build(
         if owner[0] != f"{tag}:{identifier}":  # the raw identifiers stay out of the message
             raise ValueError(f"DICOM files {owner[1]} and {file}: two different patient ids share the pseudonym "
                              f"{case_id}; build again with another salt.")
-        row = {"path": str(file), "modality": _text(header, "Modality"), "anatomy": _text(header, "BodyPartExamined"),
+        row = {"path": str(file), "modality": header["modality"], "anatomy": header["anatomy"],
                "split": split, "dataset": dataset, "case_id": case_id}
         if keep_uids:
-            row.update({column: _text(header, column) for column in _UID_COLUMNS})
+            row.update({column: header[column] for column in _UID_COLUMNS})
         rows.append(row)
     if media_dirs:
         logger.warning("DICOM root %s: left out %d DICOMDIR file(s) without images: %s", folder, len(media_dirs),

@@ -11,7 +11,9 @@ Modality folders are ``CT``, ``MR``, ``US``; anatomy folders are short names (``
 ValueError listing the known values when labels are built. One row per image: ``label`` = class folder,
 ``case_id`` = file stem (the release has no patient ids). Any file at another depth or with a non-image suffix is an
 error listing it; so are a top-level folder other than the modality folders (:data:`RADIMAGENET_MODALITIES`) and a
-tree without a single image (both naming the expected and the found folders).
+tree without a single image (both naming the expected and the found folders). Linked folders are followed (a tree
+of symbolic links to the release reads like a copy; see :func:`data_manifests._common.walk_files`); hidden entries
+(``.DS_Store``) are not read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import IMAGE_SUFFIXES, as_frame, check_folders, describe, preview, require_dir
+from ._common import IMAGE_SUFFIXES, as_frame, check_folders, describe, preview, require_dir, walk_files
 
 __all__ = ["RADIMAGENET_MODALITIES", "build"]
 
@@ -47,7 +49,7 @@ def build(root: str | Path, dataset: str = "radimagenet", split: str = "train") 
     folder = require_dir(root, "RadImageNet root")
     check_folders(folder, RADIMAGENET_MODALITIES, "RadImageNet root", required=())
     rows, misplaced = [], []
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in walk_files(folder, "RadImageNet root"):
         parts = file.relative_to(folder).parts
         if len(parts) != 4 or file.suffix.lower() not in IMAGE_SUFFIXES:
             misplaced.append(file.relative_to(folder).as_posix())

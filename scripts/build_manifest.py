@@ -9,26 +9,40 @@ Examples:
     python scripts/build_manifest.py shared-pretrain ../shared/datasets -o pretrain.csv --max-per-dataset 500
     python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv \\
         --split-fractions train=0.6,val=0.1,test=0.3
+    python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --opt workers=2
+    python scripts/build_manifest.py class_folders /data/isic -o isic.csv --opt modality=DMS --opt anatomy=skin \\
+        --opt split_fractions=train=0.8,test=0.2 --opt seed=0
+    python scripts/build_manifest.py class_folders /data/fundus -o fundus.csv \\
+        --opt 'classes={"dr": {"modality": "OP", "anatomy": "retina"}, "oct": {"modality": "OPT", "anatomy": "retina"}}'
+    python scripts/build_manifest.py image_masks /data/kvasir_seg -o kvasir.csv --opt modality=ES \\
+        --opt anatomy=colon --opt structures=polyp
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import logging
 import sys
 from collections.abc import Sequence
-import inspect
 from pathlib import Path
 from typing import Any
 
-from data_manifests import BUILDERS, assign_splits, build_manifest, summarize
+from data_manifests import BUILDERS, assign_splits, build_manifest, parse_fractions, summarize
 from modan_monai.data.manifest import write_manifest
 
 _KINDS = sorted(BUILDERS) + ["shared-pretrain"]  # builder names; shared-pretrain is the documented alias
 
 
-def _parse_value(text: str) -> Any:
-    """``true``/``false`` -> bool, integers -> int, ``a,b`` -> tuple of strings, else the string."""
+def _parse_value(text: str, key: str = "") -> Any:
+    """``{...}`` / ``[...]`` / ``"..."`` -> JSON, ``true``/``false`` -> bool, integers -> int, ``a,b`` -> tuple, else
+    the string (a JSON string ``"a,b"`` keeps its commas, e.g. a case_id_regex ``"^(\\d{1,3})"``)."""
+    if text.strip().startswith(("{", "[", '"')):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--opt {key}: value is not valid JSON ({err}): {text!r}") from None
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -47,21 +61,15 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise SystemExit(f"--opt expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        options[key.strip()] = _parse_value(value)
+        options[key.strip()] = _parse_value(value, key.strip())
     return options
 
 
 def _parse_fractions(text: str) -> dict[str, float]:
-    fractions: dict[str, float] = {}
-    for pair in text.split(","):
-        name, sep, value = pair.partition("=")
-        try:
-            fractions[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected name=fraction[,name=fraction...], got {text!r}") from None
-        if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(f"expected name=fraction[,name=fraction...], got {text!r}")
-    return fractions
+    try:
+        return parse_fractions(text, option="--split-fractions")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_privacy_options(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, Any]) -> None:
@@ -99,7 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Kind dicom_dir: case_id is a salted pseudonym of the PatientID (HMAC-SHA256; StudyInstanceUID when the "
             "patient id is empty). The salt is --salt, or the file --salt-file (default: <output>.salt beside the "
             "manifest), created with a random secret when absent: keep it private, never share it, and keep it to "
-            "get the same pseudonyms in later builds. UIDs are left out unless --keep-uids. "
+            "get the same pseudonyms in later builds. UIDs are left out unless --keep-uids; --opt workers=N reads "
+            "the headers in N processes (same manifest). "
+            "Kind class_folders: <root>/<class>/<image>, label = class folder; --opt modality=... --opt anatomy=... "
+            "or --opt 'classes={\"<class>\": {\"modality\": ..., \"anatomy\": ...}}'; --opt case_id_regex=... "
+            "(one group). Kind image_masks: <root>/images/ + <root>/masks/<structure>/ (or a flat masks/, or "
+            "--opt masks=images for <stem>_mask.* beside the images) -> mask_<structure> columns; --opt modality=... "
+            "--opt anatomy=... required. Both take --opt split_fractions=train=0.8,test=0.2 --opt seed=N. "
+            "Linked folders are followed by every builder. "
             "Builder options: see each data_manifests.<kind> module docstring."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -110,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", help="value of the dataset column (builders that take it)")
     parser.add_argument("--split", help="value of the split column (builders without official splits)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                        help="builder option; repeatable; a,b is a tuple, true/false a bool")
+                        help="builder option; repeatable; a,b is a tuple, true/false a bool, {...} / [...] / \"...\" "
+                             "JSON (a quoted JSON string keeps commas)")
     parser.add_argument("--max-per-dataset", type=int, help="shared-pretrain: subsample each dataset to N rows")
     parser.add_argument("--seed", type=int, default=0, help="subsampling / split seed (default 0)")
     parser.add_argument("--exclude", nargs="*", default=[],

@@ -43,10 +43,72 @@ def default_vocab() -> MetadataVocabulary:
         ("anatomy", "hip", "hip"),
         ("anatomy", "thyroid", "thyroid"),
         ("anatomy", "brain", "head"),
+        # modalities and anatomies outside radiology
+        ("modality", "PT", "PT"),
+        ("modality", "pet", "PT"),
+        ("modality", "SPECT", "NM"),
+        ("modality", "OP", "OP"),
+        ("modality", "fundus photography", "OP"),
+        ("modality", "OPT", "OCT"),
+        ("modality", "OPTENF", "OCT"),
+        ("modality", "oct", "OCT"),
+        ("modality", "DMS", "DMS"),
+        ("modality", "Dermoscopy", "DMS"),
+        ("modality", "dermatoscopy", "DMS"),
+        ("modality", "XC", "XC"),
+        ("modality", "ES", "ES"),
+        ("modality", "colonoscopy", "ES"),
+        ("modality", "SM", "SM"),
+        ("modality", "WSI", "SM"),
+        ("modality", "whole slide image", "SM"),
+        ("anatomy", "SKIN", "skin"),
+        ("anatomy", "retina", "eye"),
+        ("anatomy", "FUNDUS", "eye"),
+        ("anatomy", "EYE", "eye"),
+        ("anatomy", "COLON", "gastrointestinal"),
+        ("anatomy", "stomach", "gastrointestinal"),
+        ("anatomy", "GI tract", "gastrointestinal"),
     ],
 )
 def test_default_synonyms(default_vocab, group, raw, expected):
     assert default_vocab.canonical(group, raw) == expected
+
+
+@pytest.mark.parametrize(
+    "concept,expected",
+    [
+        ("PositronEmissionTomography", "PT"),
+        ("NuclearMedicine", "NM"),
+        ("OphthalmicPhotography", "OP"),
+        ("OphthalmicTomography", "OCT"),
+        ("OphthalmicTomographyEnFace", "OCT"),
+        ("OpticalCoherenceTomography", "OCT"),
+        ("IntravascularOpticalCoherenceTomography", "OCT"),
+        ("Dermoscopy", "DMS"),
+        ("ExternalCameraPhotography", "XC"),
+        ("Endoscopy", "ES"),
+        ("SlideMicroscopy", "SM"),
+    ],
+)
+def test_dicom_acquisition_modality_codes(default_vocab, concept, expected):
+    """The DICOM Modality values (PS3.16 CID 29, from pydicom's code dictionary) map to their class."""
+    from pydicom.sr.codedict import codes
+
+    code = getattr(codes.DCM, concept)
+    assert default_vocab.canonical("modality", code.value) == expected
+    assert default_vocab.canonical("modality", code.meaning) == expected
+
+
+def test_default_radiology_classes_keep_their_order(default_vocab):
+    """Classes added later come after the radiology ones: the radiology order inside each block is unchanged."""
+    assert default_vocab.classes("modality")[:7] == ["XR", "MG", "CT", "MR", "US", "PT", "NM"]
+    assert default_vocab.classes("anatomy")[:12] == ["chest", "head", "breast", "abdomen", "pelvis", "spine", "knee",
+                                                     "shoulder", "hip", "ankle", "hand", "thyroid"]
+    assert {"OP", "OCT", "DMS", "XC", "ES", "SM"} <= set(default_vocab.classes("modality"))
+    assert {"skin", "eye", "gastrointestinal"} <= set(default_vocab.classes("anatomy"))
+    label = default_vocab.encode({"modality": "OPT", "anatomy": "retina"})
+    assert label.shape == (default_vocab.num_classes,) and label.sum() == 2
+    assert {default_vocab.class_names[i] for i in np.flatnonzero(label)} == {"modality:OCT", "anatomy:eye"}
 
 
 def test_default_path_and_layout(default_vocab):

@@ -1,0 +1,188 @@
+"""Manifest builder for a classification dataset stored as one folder per class.
+
+Expected raw layout::
+
+    <root>/<class>/<image>          e.g. isic/melanoma/ISIC_0000002.JPG, isic/nevus/ISIC_0000000.jpg
+    <root>/<class>/**/<image>       with ``recursive=True`` (e.g. <class>/<patient>/<image>)
+
+Images are PNG / JPEG / TIFF / BMP / GIF (:data:`data_manifests._common.IMAGE_SUFFIXES`), the suffix in any case
+(``.PNG``, ``.Jpg``). One row per image: ``label`` = class folder name, ``case_id`` = file stem or the group of
+``case_id_regex`` searched in the file name (``case_id_regex='^(P\\d+)_'``: ``P0012_left.png`` -> ``P0012``),
+``modality`` / ``anatomy`` from the options ``modality`` / ``anatomy`` (one value for every class) or per class from
+``classes`` (``{"melanoma": {"modality": "DMS", "anatomy": "skin"}, ...}``, a mapping or its JSON text; a class entry
+overrides the one-for-all values). Values are written raw; the vocabulary maps them when labels are built.
+
+The layout is checked: every class folder holds image files only (sub-folders only with ``recursive=True``) and at
+least one image; with ``classes`` the class folders are exactly its keys (a missing one is a ``FileNotFoundError``, an
+unlisted one a ``ValueError``, both naming the expected and the found folders). A file with another suffix, a class
+without a modality or an anatomy, a case id pattern that does not match a file name, and a broken symbolic link are
+errors naming the file, class or option. Files at the root (a README, a label CSV) are not read; hidden entries
+are ignored. Linked class folders are followed (see :func:`data_manifests._common.walk_files`).
+
+Split: ``split`` (one value for every row, default ``train``) or ``split_fractions`` + ``seed``: a seeded random
+split per ``case_id`` (:func:`data_manifests.assign_splits`; the same seed gives the same split).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._common import (
+    IMAGE_SUFFIXES,
+    as_frame,
+    case_id_from_name,
+    check_files,
+    check_folders,
+    compile_case_id_regex,
+    describe,
+    logger,
+    preview,
+    refuse_broken_links,
+    require_dir,
+    walk_files,
+)
+from .splits import apply_split_options
+
+__all__ = ["CLASS_METADATA_KEYS", "build"]
+
+#: keys a per-class entry of the ``classes`` option may set.
+CLASS_METADATA_KEYS: tuple[str, ...] = ("modality", "anatomy")
+
+
+def _class_table(
+    classes: Mapping[str, Any] | Sequence[str] | str | None, what: str
+) -> dict[str, dict[str, str]] | None:
+    """The ``classes`` option as ``{class: {"modality": ..., "anatomy": ...}}`` (entries may be empty), or ``None``.
+
+    Raises:
+        ValueError: naming the option for JSON that does not parse, an entry that is not a mapping, or a key outside
+            :data:`CLASS_METADATA_KEYS`.
+    """
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        text = classes.strip()
+        if text.startswith(("{", "[")):
+            try:
+                classes = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{what}: option classes is not valid JSON ({err}): {text!r}.") from err
+        else:
+            classes = [text]
+    if not isinstance(classes, Mapping):
+        names = [str(c) for c in classes]
+        return {name: {} for name in names}
+    table: dict[str, dict[str, str]] = {}
+    for name, entry in classes.items():
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{what}: option classes, class {name!r}: expected a mapping with keys "
+                             f"{list(CLASS_METADATA_KEYS)}, got {entry!r}.")
+        unknown = [k for k in entry if k not in CLASS_METADATA_KEYS]
+        if unknown:
+            raise ValueError(f"{what}: option classes, class {name!r}: unknown key(s) {unknown}; allowed "
+                             f"{list(CLASS_METADATA_KEYS)}.")
+        table[str(name)] = {str(k): str(v) for k, v in entry.items() if v is not None and str(v).strip()}
+    return table
+
+
+def _images(class_dir: Path, recursive: bool) -> list[Path]:
+    """The images of one class folder (any suffix case); other files, no image and broken links are refused."""
+    expected = "image files (" + ", ".join(IMAGE_SUFFIXES) + ", any case)"
+    if not recursive:
+        return check_files(class_dir, IMAGE_SUFFIXES, "class folder", expected + " (sub-folders: recursive=true)")
+    files = walk_files(class_dir, "class folder")
+    others = [f.relative_to(class_dir).as_posix() for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+    if others:
+        types = sorted({Path(o).suffix.lower() or "(no suffix)" for o in others})
+        raise ValueError(f"class folder {class_dir}: unexpected file type(s) {types}: {preview(others)}; expected "
+                         f"{expected}.")
+    if not files:
+        raise ValueError(f"class folder {class_dir}: no images; expected {expected}; found {describe(class_dir)}.")
+    return files
+
+
+def build(
+    root: str | Path,
+    dataset: str | None = None,
+    modality: str | None = None,
+    anatomy: str | None = None,
+    classes: Mapping[str, Any] | Sequence[str] | str | None = None,
+    case_id_regex: str | None = None,
+    recursive: bool = False,
+    split: str | None = None,
+    split_fractions: Mapping[str, float] | Sequence[str] | str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Build the manifest of a class-per-folder dataset.
+
+    Args:
+        root: folder holding one sub-folder per class.
+        dataset: value of the ``dataset`` column (default: the name of ``root``).
+        modality: raw modality of every image (e.g. ``DMS``, ``OP``, ``ES``), unless ``classes`` sets it per class.
+        anatomy: raw anatomy of every image (e.g. ``skin``, ``retina``), unless ``classes`` sets it per class.
+        classes: the class folders: names (a list, or ``"a,b"`` from the command line) or a mapping
+            ``class -> {"modality": ..., "anatomy": ...}`` (or its JSON text); default: every folder at the root.
+        case_id_regex: regular expression with one group, searched in each file name, giving the case id (default:
+            the file stem).
+        recursive: read images at any depth below each class folder (default: directly inside it only).
+        split: value of the ``split`` column for every row (default ``train``).
+        split_fractions: seeded random split per case instead, e.g. ``{"train": 0.8, "test": 0.2}`` or
+            ``"train=0.8,test=0.2"``.
+        seed: seed of ``split_fractions``.
+
+    Returns:
+        Manifest frame with a ``label`` column, rows ordered by class folder then path.
+
+    Raises:
+        FileNotFoundError: if ``root`` or a class of ``classes`` is missing (naming the expected and found folders).
+        ValueError: for a folder not in ``classes``, a class folder with a sub-folder (without ``recursive``), a
+            non-image file or no image, a class without modality or anatomy, an invalid or non-matching
+            ``case_id_regex``, a broken link, invalid split options, or a root without class folders.
+
+    Example:
+        >>> frame = build("isic", modality="DMS", anatomy="skin", split_fractions="train=0.8,test=0.2")  # doctest:+SKIP
+        >>> frame = build("fundus", classes={"dr": {"modality": "OP", "anatomy": "retina"}})  # doctest: +SKIP
+    """
+    folder = require_dir(root, "class-folder root")
+    what = f"class-folder root {folder}"
+    table = _class_table(classes, what)
+    regex = compile_case_id_regex(case_id_regex, what)
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    refuse_broken_links([p for p in entries if not p.exists()], what)
+    loose = [p.name for p in entries if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        raise ValueError(f"{what}: {len(loose)} image(s) outside any class folder: {preview(loose)}; expected "
+                         "<class>/<image> (the class is the folder name).")
+    if table is not None:
+        if not table:
+            raise ValueError(f"{what}: option classes is empty; found {describe(folder)}.")
+        names = check_folders(folder, tuple(table), "class-folder root")
+    else:
+        names = [p.name for p in entries if p.is_dir()]
+        if not names:
+            raise ValueError(f"{what}: no class folders; expected <class>/<image>; found {describe(folder)}.")
+    others = [p.name for p in entries if not p.is_dir()]
+    if others:
+        logger.info("%s: %d file(s) at the root are not read: %s", what, len(others), preview(others))
+    rows = []
+    for name in sorted(names):
+        entry = (table or {}).get(name, {})
+        values = {"modality": entry.get("modality", modality), "anatomy": entry.get("anatomy", anatomy)}
+        missing = [key for key, value in values.items() if value is None or not str(value).strip()]
+        if missing:
+            raise ValueError(f"{what}: class {name!r} has no {' and no '.join(missing)}; pass the option(s) "
+                             f"{missing} (one value for every class) or set them for this class in option classes, "
+                             f"e.g. classes='{{\"{name}\": {{\"modality\": \"DMS\", \"anatomy\": \"skin\"}}}}'.")
+        for image in _images(folder / name, recursive):
+            rows.append({"path": str(image), "modality": str(values["modality"]), "anatomy": str(values["anatomy"]),
+                         "split": None, "dataset": dataset or folder.name,
+                         "case_id": case_id_from_name(image, regex), "label": name})
+    frame = as_frame(rows, what)
+    return apply_split_options(frame, split, split_fractions, seed, what)
