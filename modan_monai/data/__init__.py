@@ -22,11 +22,13 @@ from .readers import (
     read_image_row,
     select_reader,
 )
+from .samplers import DistributedSampler
 from .segmentation import LoadStructureMasksd, segmentation_transforms, select_training_subset
 from .slicing import expand_volume_slices
 from .vocabulary import MetadataVocabulary, default_vocabulary_path
 
 __all__ = [
+    "DistributedSampler",
     "DEMO_SEGMENTATION_STRUCTURES",
     "MANIFEST_COLUMNS",
     "REQUIRED_COLUMNS",

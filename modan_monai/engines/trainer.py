@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 
+from .precision import PrecisionInferer, device_type, autocast_dtype, to_float32
+
 __all__ = ["Trainer", "batch_sources"]
 
 _MAX_SOURCES = 8
@@ -47,6 +49,11 @@ class Trainer(SupervisedTrainer):
         terms_key: key of the detached terms in ``engine.state.output``.
         source_key: batch key holding the files of each item (named in the non-finite error).
         check_finite: raise on a non-finite term (default True).
+        precision: mixed precision of the network's forward, ``bf16`` / ``fp16`` / ``None`` (float32), on CPU and
+            CUDA (see :mod:`modan_monai.engines.precision`); fp16 on CUDA uses MONAI's autocast and gradient
+            scaler. The loss always runs in float32 on float32 predictions.
+        channels_last: give the network its 4-D inputs in ``channels_last`` layout (put the network in that
+            layout too: ``network.to(memory_format=torch.channels_last)``).
         kwargs: every other argument of ``monai.engines.SupervisedTrainer`` (``device``, ``max_epochs``,
             ``train_data_loader``, ``network``, ``optimizer``, ``prepare_batch``, ``train_handlers``...).
 
@@ -76,12 +83,21 @@ class Trainer(SupervisedTrainer):
         terms_key: str = "loss_terms",
         source_key: str = "source",
         check_finite: bool = True,
+        precision: str | None = None,
+        channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
         self.terms_loss_function = loss_function
         self.terms_key = terms_key
         self.source_key = source_key
         self.check_finite = bool(check_finite)
+        self.precision = precision
+        dtype = autocast_dtype(precision)
+        if dtype is torch.float16 and torch.device(kwargs.get("device", "cpu")).type == "cuda":
+            kwargs.update(amp=True, amp_kwargs={**(kwargs.get("amp_kwargs") or {}), "dtype": torch.float16})
+            precision = None  # MONAI autocasts; the wrapper below keeps only the layout
+        if precision is not None or channels_last:
+            kwargs["inferer"] = PrecisionInferer(kwargs.get("inferer"), precision, channels_last)
         super().__init__(loss_function=self._loss_with_terms, **kwargs)
 
     def run(self) -> None:  # type: ignore[override]
@@ -102,7 +118,8 @@ class Trainer(SupervisedTrainer):
         super().run()
 
     def _loss_with_terms(self, pred: Any, target: Any) -> torch.Tensor:
-        out = self.terms_loss_function(pred, target)
+        with torch.autocast(device_type(pred), enabled=False):  # losses stay float32 under any precision
+            out = self.terms_loss_function(to_float32(pred), target)
         if isinstance(out, Mapping):
             if "loss" not in out:
                 raise KeyError(

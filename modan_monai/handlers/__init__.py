@@ -10,7 +10,7 @@ from .knn import KNNMonitor, knn_predict
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .summary import PretrainingSummary
-from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler
+from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler, rank_zero_summary_writer
 from .validation import RngPreservingValidationHandler
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "SegmentationOverlayHandler",
     "TrainingCheckpointSaver",
     "ViewsTensorBoardHandler",
+    "rank_zero_summary_writer",
     "knn_predict",
     "latest_checkpoint",
 ]

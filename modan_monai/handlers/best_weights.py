@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from modan_monai.utils.distributed import is_rank_zero, unwrap_module
+
 __all__ = ["KeepBestWeights"]
 
 
@@ -60,7 +62,7 @@ class KeepBestWeights:
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
-        self.network = network
+        self.network = unwrap_module(network)  # the bare module's keys, as in the checkpoints
         self.metric_name = metric_name
         self.mode = mode
         self.save_path = None if save_path is None else Path(save_path)
@@ -91,7 +93,7 @@ class KeepBestWeights:
         self.best_state = copy.deepcopy(self.network.state_dict())
         self.best_epoch = int(engine.state.epoch)
         self.best_metric = value
-        if self.save_path is not None:
+        if self.save_path is not None and is_rank_zero():
             self._save(self.best_state, self.save_path)
         where = f" and written to {self.save_path}" if self.save_path is not None else ""
         self.logger.info(f"best {self.metric_name} {value:.4f} at epoch {self.best_epoch}: weights kept{where}")

@@ -29,6 +29,7 @@ from ignite.engine import Engine, Events
 
 from modan_monai.networks.checkpoint import DamagedCheckpointError, load_weights_file, save_encoder
 from modan_monai.utils import RandomStates, atomic_path, atomic_save, remove_stale_temporaries
+from modan_monai.utils.distributed import distributed_world, is_rank_zero, unwrap_module
 
 __all__ = [
     "SCHEDULE_HORIZON_KEYS",
@@ -48,13 +49,6 @@ logger = logging.getLogger(__name__)
 #: learning-rate scheduler attributes that depend on the length of the run; on resume they keep the values this
 #: run built (its ``epochs``), the checkpoint gives the progress (``last_epoch``) and the optimizer state
 SCHEDULE_HORIZON_KEYS = ("t_total", "warmup_steps", "T_max", "total_iters", "total_steps", "_schedule_phases")
-
-
-def _unwrap(obj: Any) -> Any:
-    # DataParallel / DistributedDataParallel: save and load the wrapped module, as ignite's Checkpoint does
-    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        return obj.module
-    return obj
 
 
 def _check_stateful(objects: Mapping[str, Any], what: str) -> None:
@@ -207,7 +201,7 @@ class TrainingCheckpointSaver:
 
     def checkpoint(self, engine: Engine) -> dict[str, Any]:
         """The dictionary written for ``engine`` now (state dicts by name)."""
-        checkpoint = {key: _unwrap(obj).state_dict() for key, obj in self.save_dict.items()}
+        checkpoint = {key: unwrap_module(obj).state_dict() for key, obj in self.save_dict.items()}
         if self.engine_key is not None:
             checkpoint[self.engine_key] = engine.state_dict()
         return checkpoint
@@ -222,7 +216,10 @@ class TrainingCheckpointSaver:
             The path written.
         """
         path = self.save_dir / f"{self.prefix}_epoch={int(engine.state.epoch)}.pt"
-        atomic_save(self.checkpoint(engine), path)
+        checkpoint = self.checkpoint(engine)  # on every rank: RandomStates gathers each rank's states
+        if not is_rank_zero():
+            return path
+        atomic_save(checkpoint, path)
         logger.info(f"saved checkpoint {path}")
         self.prune(keep=path)
         return path
@@ -315,19 +312,37 @@ class ResumeFromCheckpoint:
         self.strict = strict
         self.loaded: Path | None = None
 
+    def _newest(self) -> tuple[Path, dict[str, Any]] | None:
+        """``(path, checkpoint)`` of the newest checkpoint, or None; under a process group, rank 0's."""
+        if distributed_world()[1] == 1:
+            return _read_newest(self.save_dir, self.prefix, self.map_location)
+        message: list[Any] = [None]
+        if is_rank_zero():
+            try:  # on the CPU: each rank's load_state_dict moves the tensors to its own device
+                message = [("ok", _read_newest(self.save_dir, self.prefix, "cpu"))]
+            except ValueError as err:
+                message = [("error", str(err))]
+        torch.distributed.broadcast_object_list(message, src=0)
+        kind, content = message[0]
+        if kind == "error":
+            raise ValueError(f"rank 0: {content}")
+        return content
+
     def attach(self, engine: Engine) -> None:
         """Register the resume on ``engine`` at ``Events.STARTED``."""
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        """Restore the newest checkpoint into ``engine`` and the objects of ``load_dict``."""
-        found = list_checkpoints(self.save_dir, self.prefix)
-        if not found:
+        """Restore the newest checkpoint into ``engine`` and the objects of ``load_dict``.
+
+        Under a process group rank 0 reads the checkpoint and sends it to every rank, so all ranks resume
+        from the same epoch even where the other nodes do not see rank 0's disk.
+        """
+        found = self._newest()
+        if found is None:
             logger.info(f"no checkpoint in {self.save_dir}: training from scratch")
             return
-        path = found[-1][1]
-        earlier = found[-2][1] if len(found) > 1 else None
-        checkpoint = read_training_checkpoint(path, self.map_location, earlier)
+        path, checkpoint = found
         targets: dict[str, Any] = dict(self.load_dict)
         if self.engine_key is not None:
             targets[self.engine_key] = engine
@@ -347,7 +362,7 @@ class ResumeFromCheckpoint:
             if key not in checkpoint:
                 continue
             try:
-                _unwrap(obj).load_state_dict(checkpoint[key])
+                unwrap_module(obj).load_state_dict(checkpoint[key])
             except (ValueError, RuntimeError, KeyError, TypeError) as err:
                 raise ValueError(f"resuming from {path}: entry {key!r} does not load: {err}") from err
         if self.engine_key is not None and self.engine_key in checkpoint:
@@ -362,6 +377,14 @@ class ResumeFromCheckpoint:
                 _continue_schedule(targets[key], horizon, f"resuming from {path}: entry {key!r}")
         self.loaded = path
         logger.info(f"resuming from {path} (epoch {engine.state.epoch}, iteration {engine.state.iteration})")
+
+
+def _read_newest(save_dir: Path, prefix: str, map_location: Any) -> tuple[Path, dict[str, Any]] | None:
+    found = list_checkpoints(save_dir, prefix)
+    if not found:
+        return None
+    earlier = found[-2][1] if len(found) > 1 else None
+    return found[-1][1], read_training_checkpoint(found[-1][1], map_location, earlier)
 
 
 def _schedule_lrs(scheduler: torch.optim.lr_scheduler.LRScheduler, where: str) -> list[float]:
@@ -430,6 +453,9 @@ class EncoderCheckpointSaver:
         ValueError: ``save_interval`` below 1.
     """
 
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
+
     def __init__(
         self,
         encoder: torch.nn.Module,
@@ -452,7 +478,9 @@ class EncoderCheckpointSaver:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        """Write ``save_dir/filename`` for the engine's current epoch and iteration."""
+        """Write ``save_dir/filename`` for the engine's current epoch and iteration (rank 0 only)."""
+        if not is_rank_zero():
+            return
         with atomic_path(self.save_dir / self.filename) as tmp:
             save_encoder(
                 self.encoder,
@@ -496,8 +524,8 @@ class BestModelSaver:
 
     def __call__(self, engine: Engine) -> None:
         """Write the weights if this evaluation set the engine's best metric."""
-        if getattr(engine.state, "best_metric_epoch", None) == engine.state.epoch:
-            path = atomic_save(_unwrap(self.network).state_dict(), self.save_dir / self.filename)
+        if getattr(engine.state, "best_metric_epoch", None) == engine.state.epoch and is_rank_zero():
+            path = atomic_save(unwrap_module(self.network).state_dict(), self.save_dir / self.filename)
             logger.info(f"new best {engine.state.key_metric_name} {float(engine.state.best_metric):.4f}: saved {path}")
 
     def _attached(self) -> Engine:
@@ -526,6 +554,9 @@ class FinalModelSaver:
         filename: file name (``torch.load`` gives the state dict).
     """
 
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
+
     def __init__(self, network: torch.nn.Module, save_dir: str | Path, filename: str = "model_final.pt") -> None:
         self.network = network
         self.save_dir = Path(save_dir)
@@ -536,6 +567,8 @@ class FinalModelSaver:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        """Write ``save_dir/filename``."""
-        path = atomic_save(_unwrap(self.network).state_dict(), self.save_dir / self.filename)
+        """Write ``save_dir/filename`` (rank 0 only)."""
+        if not is_rank_zero():
+            return
+        path = atomic_save(unwrap_module(self.network).state_dict(), self.save_dir / self.filename)
         logger.info(f"train completed, saved final model {path}")

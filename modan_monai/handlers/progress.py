@@ -27,6 +27,9 @@ class ProgressPrinter:
         name: logger name.
     """
 
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
+
     def __init__(
         self,
         interval: int = 10,

@@ -57,6 +57,9 @@ class SegmentationOverlayHandler:
             ``from_engine(["image", "label", "pred"])``.
     """
 
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
+
     def __init__(
         self,
         summary_writer: Any,
@@ -102,6 +105,9 @@ class PerImageDiceSaver:
         filename_transform: maps the engine batch to the list of image names; default
             ``from_engine(["filename"])``.
     """
+
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
 
     def __init__(
         self,

@@ -13,6 +13,8 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
+from modan_monai.utils.distributed import is_rank_zero
+
 from .knn import KNNMonitor
 
 __all__ = ["PretrainingSummary"]
@@ -114,6 +116,8 @@ class PretrainingSummary:
             self.loss_history[int(engine.state.epoch)] = self._sum / self._count
 
     def _completed(self, engine: Engine) -> None:
+        if not is_rank_zero():  # every rank keeps the history (it is checkpointed); rank 0 writes
+            return
         summary = self.summary(epochs_completed=engine.state.epoch, max_epochs=engine.state.max_epochs)
         self.write(summary)
         self.logger.info(self.format(summary))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["LearningRateTensorBoardHandler", "ViewsTensorBoardHandler"]
+from modan_monai.utils.distributed import distributed_world
+
+__all__ = ["LearningRateTensorBoardHandler", "ViewsTensorBoardHandler", "rank_zero_summary_writer"]
 
 
 class ViewsTensorBoardHandler:
@@ -27,6 +30,9 @@ class ViewsTensorBoardHandler:
         interval: epochs between writes.
         tag: tag prefix.
     """
+
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
 
     def __init__(
         self,
@@ -85,6 +91,9 @@ class LearningRateTensorBoardHandler:
         tag: scalar tag (``{tag}`` for one group, ``{tag}/group_i`` otherwise).
     """
 
+    #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
+    rank_zero_only = True
+
     def __init__(self, summary_writer: Any, optimizer: torch.optim.Optimizer, interval: int = 1, tag: str = "lr") -> None:
         self.writer = summary_writer
         self.optimizer = optimizer
@@ -99,3 +108,38 @@ class LearningRateTensorBoardHandler:
         for i, group in enumerate(groups):
             tag = self.tag if len(groups) == 1 else f"{self.tag}/group_{i}"
             self.writer.add_scalar(tag, float(group["lr"]), engine.state.iteration)
+
+
+class _RankNullWriter:
+    """What ranks other than 0 get for a ``SummaryWriter``: every method accepts its arguments and writes nothing."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
+def rank_zero_summary_writer(log_dir: str, **kwargs: Any) -> Any:
+    """A ``torch.utils.tensorboard.SummaryWriter`` on rank 0 (and in a single process), a no-op writer elsewhere.
+
+    A ``SummaryWriter`` creates its event file when it is built, so under ``torchrun`` the multi-GPU configs
+    build the bundle's ``summary_writer`` with this function: one event file per run, written by rank 0.
+    The rank is read from ``torch.distributed`` when it is initialised, else from the ``RANK`` variable that
+    ``torchrun`` sets (the writer is built before the process group).
+
+    Args:
+        log_dir: the TensorBoard folder.
+        kwargs: further ``SummaryWriter`` arguments.
+
+    Returns:
+        The writer.
+    """
+    rank = distributed_world()[0] if distributed_world()[1] > 1 else int(os.environ.get("RANK", "0") or 0)
+    if rank != 0:
+        return _RankNullWriter(log_dir)
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=log_dir, **kwargs)

@@ -17,11 +17,11 @@ loss is the mean over all anchors and is scaled by ``T / T_base``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..utils.distributed import distributed_world, gather_batch
 
 __all__ = [
     "MulSupConLoss",
@@ -174,60 +174,6 @@ def mulsupcon_anchor_losses(
     return torch.where(counts > 0, losses, torch.zeros_like(losses))
 
 
-def _distributed_world() -> tuple[int, int]:
-    """Return ``(rank, world_size)``; ``(0, 1)`` when torch.distributed is unavailable or not initialised."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class _AllGatherWithGradient(torch.autograd.Function):
-    """``all_gather`` along dim 0 whose backward sums the incoming gradients over ranks and returns this rank's slice.
-
-    Hand-written instead of ``torch.distributed.nn.functional.all_gather``: that function is deprecated, and on
-    gloo (CPU) its all-to-all backward gave gradients that did not match the single-process loss in
-    ``test_gather_distributed_matches_global_batch``. ``all_reduce`` is supported by every backend.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.rank, ctx.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        ctx.batch = tensor.shape[0]
-        gathered = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
-        torch.distributed.all_gather(gathered, tensor.contiguous())
-        return torch.cat(gathered, dim=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad_output.contiguous().clone()
-        torch.distributed.all_reduce(grad, op=torch.distributed.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
-
-
-def _gather_batch(
-    features: torch.Tensor, labels: torch.Tensor | None, rank: int, world_size: int
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """All-gather features (with gradients) and labels from every rank along the batch dimension.
-
-    Returns the global features ``(world_size * N, V, D)``, the global labels and the offset of this
-    rank's images in the global batch. Every rank must contribute the same ``N`` (all_gather requirement).
-    """
-    sizes = [torch.zeros(1, dtype=torch.long, device=features.device) for _ in range(world_size)]
-    torch.distributed.all_gather(sizes, torch.tensor([features.shape[0]], device=features.device))
-    if len({int(s.item()) for s in sizes}) != 1:
-        raise ValueError(
-            f"gather_distributed needs the same batch size on every rank, got {[int(s.item()) for s in sizes]}; "
-            "use drop_last=True / an even DistributedSampler."
-        )
-    global_features = _AllGatherWithGradient.apply(features)
-    global_labels = None
-    if labels is not None:
-        gathered = [torch.empty_like(labels) for _ in range(world_size)]
-        torch.distributed.all_gather(gathered, labels.contiguous())
-        global_labels = torch.cat(gathered, dim=0)
-    return global_features, global_labels, rank * features.shape[0]
-
-
 class MulSupConLoss(nn.Module):
     """Multi-label supervised contrastive loss with Jaccard-weighted positives (ModAn-MulSupCon).
 
@@ -354,9 +300,9 @@ class MulSupConLoss(nn.Module):
 
         num_local, num_views, _ = features.shape
         offset = 0
-        rank, world_size = _distributed_world()
+        rank, world_size = distributed_world()
         if self.gather_distributed and world_size > 1:
-            features, labels, offset = _gather_batch(features, labels, rank, world_size)
+            features, labels, offset = gather_batch(features, labels, rank, world_size)
         num_images = features.shape[0]
 
         rows = stack_views(features)  # (M, D), view-major

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mulsupcon import _distributed_world, _gather_batch
+from ..utils.distributed import distributed_world, gather_batch
 
 __all__ = ["VICRegLoss", "covariance_term", "invariance_term", "variance_term", "vicreg_terms"]
 
@@ -172,9 +172,9 @@ class VICRegLoss(nn.Module):
         """
         _check_pair(z_a, z_b, type(self).__name__)
         z_a, z_b = z_a.float(), z_b.float()
-        rank, world_size = _distributed_world()
+        rank, world_size = distributed_world()
         if self.gather_distributed and world_size > 1:
-            pair, _, _ = _gather_batch(torch.stack([z_a, z_b], dim=1), None, rank, world_size)
+            pair, _, _ = gather_batch(torch.stack([z_a, z_b], dim=1), None, rank, world_size)
             z_a, z_b = pair[:, 0], pair[:, 1]
         terms = vicreg_terms(z_a, z_b, self.eps)
         terms["loss"] = (

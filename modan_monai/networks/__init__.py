@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .blocks import ContextBottleneck
+from .blocks import ContextBottleneck, GlobalBatchNorm, convert_global_batchnorm
 from .checkpoint import ENCODER_CHECKPOINT_FORMAT, load_encoder, load_encoder_state, read_checkpoint, save_encoder
 from .checkpoint import DamagedCheckpointError, check_finite_state, load_model_weights, load_weights_file
 from .factory import build_classifier
@@ -44,6 +44,7 @@ __all__ = [
     "ClassificationModel",
     "ContextBottleneck",
     "ContrastiveModel",
+    "GlobalBatchNorm",
     "EncoderArchitecture",
     "Expander",
     "MLVICXModel",
@@ -54,6 +55,7 @@ __all__ = [
     "UNetVariant",
     "build_classifier",
     "build_encoder",
+    "convert_global_batchnorm",
     "encoder_arch",
     "encoder_architectures",
     "flexunet_backbone",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_save, remove_stale_temporaries
+from .distributed import all_gather_with_grad, distributed_world, gather_batch, is_rank_zero
 from .compare import max_abs_difference, state_differences
 from .lock import LOCK_NAME, RunLock, RunLockError, lock_output_dir
 from .random_state import RandomStates, preserved_rng_state, random_state_objects
@@ -15,8 +16,12 @@ __all__ = [
     "RunLock",
     "RunLockError",
     "RunSettings",
+    "all_gather_with_grad",
     "atomic_path",
     "atomic_save",
+    "distributed_world",
+    "gather_batch",
+    "is_rank_zero",
     "lock_output_dir",
     "max_abs_difference",
     "preserved_rng_state",

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from monai.transforms import Randomizable
 
+from .distributed import distributed_world
+
 __all__ = ["RandomStates", "preserved_rng_state", "random_state_objects"]
 
 logger = logging.getLogger(__name__)
@@ -281,13 +283,23 @@ class RandomStates:
     def state_dict(self) -> dict[str, Any]:
         """The random states, as tensors and plain values.
 
+        Under a process group of N > 1 ranks every rank must call it (a checkpoint saver running on all ranks):
+        the states of all ranks are gathered, so a resumed N-rank run repeats each rank's augmentations.
+
         Returns:
-            ``{"global": {...} or None, "objects": {path: state}}``.
+            ``{"global": {...} or None, "objects": {path: state}}``, plus ``"ranks"`` (every rank's such
+            dict, in rank order; the top-level entries are rank 0's) under a process group.
         """
-        return {
+        local = {
             "global": _global_states() if self.global_states else None,
             "objects": {path: _object_state(obj) for path, obj in self.objects()},
         }
+        world = distributed_world()[1]
+        if world == 1:
+            return local
+        ranks: list[Any] = [None] * world
+        torch.distributed.all_gather_object(ranks, local)
+        return {**ranks[0], "ranks": ranks}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the states of :meth:`state_dict`, in place (transforms keep their ``R`` objects).
@@ -302,6 +314,7 @@ class RandomStates:
         if not isinstance(state_dict, Mapping) or "objects" not in state_dict:
             found = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
             raise ValueError(f"not a RandomStates state dict (no 'objects' entry): {found}")
+        state_dict = self._this_rank(state_dict)
         saved: Mapping[str, Any] = state_dict["objects"]
         current = dict(self.objects())
         missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
@@ -317,6 +330,19 @@ class RandomStates:
             if state_dict.get("global") is None:
                 raise ValueError("the saved random states have no global states (saved with global_states=False)")
             _set_global_states(state_dict["global"])
+
+    @staticmethod
+    def _this_rank(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+        rank, world = distributed_world()
+        ranks = state_dict.get("ranks")
+        saved_world = len(ranks) if ranks else 1
+        if saved_world != world:
+            logger.warning(
+                f"the random states were saved by {saved_world} process(es) and this run has {world}: rank {rank} "
+                f"restores those of rank {rank % saved_world}, so the resumed run does not repeat the uninterrupted "
+                "one exactly (resume with the same number of processes for that)"
+            )
+        return ranks[rank % saved_world] if ranks else state_dict
 
 
 @contextmanager
