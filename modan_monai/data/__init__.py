@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .cache import CACHE_MODES, cached_dataset, default_cache_dir
 from .demo import ensure_demo_corpus, make_demo_corpus
 from .demo_segmentation import DEMO_SEGMENTATION_STRUCTURES, demo_segmentation_manifest
 from .demo_tasks import demo_classification_manifest
@@ -28,6 +29,9 @@ from .slicing import expand_volume_slices
 from .vocabulary import MetadataVocabulary, default_vocabulary_path
 
 __all__ = [
+    "CACHE_MODES",
+    "cached_dataset",
+    "default_cache_dir",
     "DistributedSampler",
     "DEMO_SEGMENTATION_STRUCTURES",
     "MANIFEST_COLUMNS",
