@@ -214,6 +214,9 @@ class KNNMonitor:
         True
     """
 
+    #: under torchrun only rank 0 evaluates and logs (the other ranks wait at their next step)
+    rank_zero_only = True
+
     def __init__(
         self,
         encoder: torch.nn.Module,
