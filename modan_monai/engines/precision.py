@@ -44,7 +44,10 @@ def autocast_dtype(precision: str | bool | None, key: str = "amp") -> torch.dtyp
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
-    """``torch.channels_last`` when asked, else ``torch.preserve_format`` (for ``Module.to(memory_format=...)``)."""
+    """``torch.channels_last`` when asked, else ``torch.preserve_format`` (for ``Module.to(memory_format=...)``).
+
+    For the 2-D networks of the bundles; PyTorch refuses ``channels_last`` for 3-D convolutions.
+    """
     return torch.channels_last if channels_last else torch.preserve_format
 
 
@@ -82,7 +85,9 @@ class PrecisionInferer(Inferer):
     Args:
         inferer: the wrapped inferer (default ``SimpleInferer``).
         amp: ``bf16``, ``fp16``, or ``None`` / ``off`` (float32) — see :func:`autocast_dtype`.
-        channels_last: give the network its 4-D inputs in ``channels_last`` layout.
+        channels_last: give the network its 4-D inputs in ``channels_last`` layout (5-D multi-view inputs
+            ``(B, V, C, H, W)`` are passed as they are: the model folds the views into the batch, and its
+            convolutions still run channels-last because their weights are). 2-D networks only.
 
     Raises:
         ValueError: an unknown ``amp`` value.

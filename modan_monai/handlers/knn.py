@@ -31,6 +31,8 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, Randomizable
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from modan_monai.networks.blocks.sync_batchnorm import GlobalBatchNorm
+
 __all__ = ["BN_STATS", "KNNMonitor", "knn_predict"]
 
 #: how the monitor treats BatchNorm statistics (see :class:`KNNMonitor`)
@@ -386,6 +388,8 @@ class KNNMonitor:
                 module.reset_running_stats()
                 module.momentum = None  # cumulative average over the bank's batches
                 module.train()
+                if isinstance(module, GlobalBatchNorm):
+                    module.global_stats = False  # only this rank evaluates: no statistics from the others
         self._features(encoder, bank_images)
         return encoder.eval()
 

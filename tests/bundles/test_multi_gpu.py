@@ -231,6 +231,18 @@ def test_classify_two_ranks_equal_one_process_and_resume(probe_dir: Path) -> Non
                        image_size=32, batch_size=16)
 
 
+def test_adamv2_two_ranks_with_rank_zero_knn_monitor(probe_dir: Path) -> None:
+    """Adam-v2 over its three levels on 2 ranks; the k-NN monitor (rank 0 only) recalibrates a local copy."""
+    manifest = ensure_demo_corpus(probe_dir / "demo", size=32, per_pair=4)
+    cmd = torchrun(2, probe_dir / "adamv2", [], dataset_dir=probe_dir / "demo", manifest=manifest, image_size=32,
+                   batch_size=8, num_locals=2, num_prototypes=64, head_hidden_features=32, head_bottleneck_features=16,
+                   stem="7x7", knn_interval=1, log_interval=1)
+    cmd[cmd.index(CONFIGS)] = "['configs/train.json','configs/adamv2.json','configs/multi_gpu_train.json']"
+    log = run("pretrain", cmd, probe_dir)
+    assert log.count("k-NN accuracy epoch 3") == 1 and "pretraining summary (adamv2, 3/3 epochs)" in log
+    assert_rank_zero_wrote(probe_dir / "adamv2", ["checkpoint_epoch=3.pt", "encoder.pt", "summary.json"])
+
+
 def test_batch_size_that_does_not_divide_is_refused(probe_dir: Path) -> None:
     manifest = ensure_demo_corpus(probe_dir / "demo", size=32, per_pair=4)
     log = run("pretrain", torchrun(2, probe_dir / "odd", [], dataset_dir=probe_dir / "demo", manifest=manifest,

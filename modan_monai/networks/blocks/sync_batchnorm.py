@@ -35,6 +35,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         True
     """
 
+    #: gather the statistics over the ranks in training (False: this rank's batch only, e.g. for a copy that one
+    #: rank recalibrates on its own while the others train, as the k-NN monitor does)
+    global_stats = True
+
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
             raise ValueError(f"expected an input (N, C, ...) of at least 2 dimensions, got {tuple(input.shape)}")
@@ -42,7 +46,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch's name)
         """Normalise ``input`` ``(N, C, *spatial)`` with the global batch statistics in training."""
         self._check_input_dim(input)
-        if not (self.training and distributed_world()[1] > 1):
+        if not (self.training and self.global_stats and distributed_world()[1] > 1):
             return super().forward(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
