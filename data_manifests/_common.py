@@ -123,14 +123,29 @@ def check_files(folder: Path, suffixes: Sequence[str], what: str, expected: str)
         raise ValueError(f"{what} {folder}: unexpected sub-folder(s) {preview([d.name for d in dirs])}; expected "
                          f"only files {expected}.")
     refuse_broken_links([f for f in files if not f.exists()], f"{what} {folder}")
-    others = [f.name for f in files if f.suffix.lower() not in suffixes]
+    refuse_other_types(folder, files, [f.name for f in files], suffixes, what, f"{expected} ({', '.join(suffixes)})")
+    return files
+
+
+def refuse_other_types(
+    folder: Path, files: Sequence[Path], names: Sequence[str], suffixes: Sequence[str], what: str, expected: str
+) -> None:
+    """Raise a ValueError for files of ``folder`` whose suffix is not in ``suffixes``, or for no file at all.
+
+    Args:
+        folder: the folder named in the message.
+        files: its files.
+        names: how each file is named in the message (its name, or its path below ``folder``).
+        suffixes: accepted suffixes (lower case, with the dot).
+        what: layout name for messages.
+        expected: the documented content, for messages.
+    """
+    others = [name for file, name in zip(files, names) if file.suffix.lower() not in suffixes]
     if others:
         types = sorted({Path(o).suffix.lower() or "(no suffix)" for o in others})
-        raise ValueError(f"{what} {folder}: unexpected file type(s) {types}: {preview(others)}; expected {expected} "
-                         f"({', '.join(suffixes)}).")
+        raise ValueError(f"{what} {folder}: unexpected file type(s) {types}: {preview(others)}; expected {expected}.")
     if not files:
-        raise ValueError(f"{what} {folder}: no images; expected {expected}.")
-    return files
+        raise ValueError(f"{what} {folder}: no images; expected {expected}; found {describe(folder)}.")
 
 
 def check_option(

@@ -43,6 +43,7 @@ from ._common import (
     logger,
     preview,
     refuse_broken_links,
+    refuse_other_types,
     require_dir,
     walk_files,
 )
@@ -98,13 +99,8 @@ def _images(class_dir: Path, recursive: bool) -> list[Path]:
     if not recursive:
         return check_files(class_dir, IMAGE_SUFFIXES, "class folder", expected + " (sub-folders: recursive=true)")
     files = walk_files(class_dir, "class folder")
-    others = [f.relative_to(class_dir).as_posix() for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
-    if others:
-        types = sorted({Path(o).suffix.lower() or "(no suffix)" for o in others})
-        raise ValueError(f"class folder {class_dir}: unexpected file type(s) {types}: {preview(others)}; expected "
-                         f"{expected}.")
-    if not files:
-        raise ValueError(f"class folder {class_dir}: no images; expected {expected}; found {describe(class_dir)}.")
+    names = [f.relative_to(class_dir).as_posix() for f in files]
+    refuse_other_types(class_dir, files, names, IMAGE_SUFFIXES, "class folder", expected)
     return files
 
 
