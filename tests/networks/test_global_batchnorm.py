@@ -269,7 +269,7 @@ def two_rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str,
     torch.multiprocessing.start_processes(
         _two_rank_worker, args=(WORLD_SIZE, _free_port(), str(out_dir)), nprocs=WORLD_SIZE, start_method=method
     )
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
