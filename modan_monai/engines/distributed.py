@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from monai.handlers import CheckpointSaver, ClassificationSaver, MetricsSaver, StatsHandler, TensorBoardHandler
 
-from modan_monai.utils.distributed import distributed_world
+from modan_monai.utils.distributed import process_rank
 
 __all__ = ["BACKENDS", "destroy_distributed", "distributed_device", "init_distributed", "rank_batch_size",
            "rank_zero_handlers", "resolve_backend"]
@@ -162,7 +162,7 @@ def rank_zero_handlers(handlers: Sequence[Any], rank: int | None = None) -> list
         rank: this process's rank (default: from ``torch.distributed``, else the ``RANK`` variable).
     """
     if rank is None:
-        rank = distributed_world()[0] if distributed_world()[1] > 1 else int(os.environ.get("RANK", "0") or 0)
+        rank = process_rank()
     if rank == 0:
         return list(handlers)
     return [h for h in handlers if not (isinstance(h, _WRITER_TYPES) or getattr(h, "rank_zero_only", False))]

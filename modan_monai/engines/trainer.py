@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 
-from .precision import PrecisionInferer, device_type, autocast_dtype, to_float32
+from .precision import PrecisionInferer, autocast_dtype, device_type, to_float32
 
 __all__ = ["Trainer", "batch_sources"]
 
@@ -91,7 +91,6 @@ class Trainer(SupervisedTrainer):
         self.terms_key = terms_key
         self.source_key = source_key
         self.check_finite = bool(check_finite)
-        self.precision = precision
         dtype = autocast_dtype(precision)
         if dtype is torch.float16 and torch.device(kwargs.get("device", "cpu")).type == "cuda":
             kwargs.update(amp=True, amp_kwargs={**(kwargs.get("amp_kwargs") or {}), "dtype": torch.float16})

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
-from modan_monai.utils.distributed import distributed_world
+from modan_monai.utils.distributed import process_rank
 
 __all__ = ["LearningRateTensorBoardHandler", "ViewsTensorBoardHandler", "rank_zero_summary_writer"]
 
@@ -137,8 +136,7 @@ def rank_zero_summary_writer(log_dir: str, **kwargs: Any) -> Any:
     Returns:
         The writer.
     """
-    rank = distributed_world()[0] if distributed_world()[1] > 1 else int(os.environ.get("RANK", "0") or 0)
-    if rank != 0:
+    if process_rank() != 0:
         return _RankNullWriter(log_dir)
     from torch.utils.tensorboard import SummaryWriter
 

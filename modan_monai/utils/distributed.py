@@ -6,11 +6,12 @@ calls them unconditionally.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 
-__all__ = ["all_gather_with_grad", "distributed_world", "gather_batch", "is_rank_zero", "unwrap_module"]
+__all__ = ["all_gather_with_grad", "distributed_world", "gather_batch", "is_rank_zero", "process_rank", "unwrap_module"]
 
 
 def distributed_world() -> tuple[int, int]:
@@ -18,6 +19,13 @@ def distributed_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def process_rank() -> int:
+    """This process's rank: from the process group when one is initialised, else the ``RANK`` variable that
+    ``torchrun`` sets (for code that runs before the group exists, such as a bundle's config ids), else 0."""
+    rank, world = distributed_world()
+    return rank if world > 1 else int(os.environ.get("RANK", "0").strip() or 0)
 
 
 def is_rank_zero() -> bool:

@@ -33,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .distributed import process_rank
+
 __all__ = ["LOCK_NAME", "RunLock", "RunLockError", "lock_output_dir"]
 
 #: name of the lock file inside the locked folder
@@ -117,7 +119,7 @@ class RunLock:
         Raises:
             RunLockError: see the class.
         """
-        if os.environ.get("RANK", "0").strip() not in ("", "0"):
+        if process_rank() != 0:
             return self  # distributed ranks other than 0 share rank 0's folder
         self.folder.mkdir(parents=True, exist_ok=True)
         key = self.folder.resolve() / self.path.name
