@@ -5,7 +5,8 @@ manifest schema of :mod:`modan_monai.data.manifest` with absolute paths. A build
 tree that does not match (missing or undocumented folders, other file types, no image), naming the expected and the
 found entries (see :mod:`data_manifests._common`); linked folders are followed. Two builders take generic layouts:
 :mod:`~data_manifests.class_folders` (``<root>/<class>/<image>``) and :mod:`~data_manifests.image_masks` (an image
-folder plus mask folders matched by file stem). Write a frame with
+folder plus mask folders matched by file stem, or by name templates such as DRIVE's ``1st_manual/{case_id}_manual1``).
+Write a frame with
 :func:`modan_monai.data.write_manifest`, or use ``scripts/build_manifest.py``.
 """
 

@@ -7,7 +7,12 @@ a broken symbolic link or a layout without a single image -> ``ValueError``. Hid
 
 Symbolic links are followed: a dataset assembled from links to folders or files elsewhere is read like a copy, and
 the manifest holds the paths through the links (so class and structure names come from the link names). Builders
-that walk a tree use :func:`walk_files`, which descends into linked folders and visits each real folder once.
+that walk a tree use :func:`walk_files`, which descends into linked folders and visits each real folder once; a
+builder that walks several parts of one tree (the class folders) fences the other parts off, so that a link back into
+the tree is skipped with a warning naming it instead of listing a file twice or under another part's name.
+
+A file that must stay private (a pseudonymisation salt) is checked with :func:`warn_if_not_ignored`: inside a git
+work tree that does not ignore it, a warning names it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,12 +39,15 @@ __all__ = [
     "check_option",
     "compile_case_id_regex",
     "describe",
+    "fenced_by",
     "logger",
     "preview",
     "refuse_broken_links",
     "require_dir",
     "require_file",
+    "skip_links_out",
     "walk_files",
+    "warn_if_not_ignored",
 ]
 
 logger = logging.getLogger("data_manifests")
@@ -214,7 +224,71 @@ def refuse_broken_links(broken: Sequence[Path], what: str) -> None:
                          f"{preview(targets)}.")
 
 
-def walk_files(folder: str | Path, what: str, hidden: bool = False) -> list[Path]:
+def _inside(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or lies below it (both real, absolute paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def fenced_by(real: str | Path, own: str | Path, fence: Sequence[str | Path]) -> str | None:
+    """The fenced folder a real path leads into, or ``None`` when it may be read as part of ``own``.
+
+    A path is fenced when it lies outside ``own`` (the real folder being read) and inside one of ``fence`` (real
+    folders read as other parts of the tree, or the tree's root) or is an ancestor of one of them (a link up the
+    tree, which would walk the fenced folders again).
+
+    Args:
+        real: a real path (``os.path.realpath``) reached through a link.
+        own: the real path of the folder being read.
+        fence: real paths of the folders that belong to other parts of the tree.
+
+    Returns:
+        The fenced folder (as a string), or ``None``.
+    """
+    real, own = str(real), str(own)
+    if _inside(real, own):
+        return None
+    folders = [str(f) for f in fence]
+    inside = [f for f in folders if _inside(real, f)]
+    if inside:
+        return max(inside, key=len)  # the most specific one
+    return next((f for f in folders if _inside(f, real)), None)
+
+
+def _link_leads_out(path: Path, top: Path, own: str, fence: Sequence[str], what: str) -> bool:
+    """Whether ``path`` is a link into a fenced folder (see :func:`fenced_by`); a warning names the link."""
+    if not fence or not path.is_symlink():
+        return False
+    real = os.path.realpath(path)
+    into = fenced_by(real, own, fence)
+    if into is not None:
+        logger.warning("%s: %s is a link to %s: it leads out of %s back into %s, whose files are listed where they "
+                       "are; the link is skipped (each file is listed once, under the part that holds it).",
+                       what, path, real, top, into)
+    return into is not None
+
+
+def skip_links_out(files: Sequence[Path], folder: Path, fence: Sequence[str | Path], what: str) -> list[Path]:
+    """``files`` of ``folder`` without the links that lead into a fenced folder (each skipped with a warning).
+
+    The check :func:`walk_files` makes with ``fence``, for a file list read otherwise (a flat folder).
+
+    Args:
+        files: files found in ``folder``.
+        folder: the folder read.
+        fence: real paths of the folders that belong to other parts of the tree.
+        what: layout name for messages.
+
+    Returns:
+        The files to list, in their order.
+    """
+    own = os.path.realpath(folder)
+    fenced = [os.path.realpath(f) for f in fence]
+    return [f for f in files if not _link_leads_out(f, folder, own, fenced, what)]
+
+
+def walk_files(
+    folder: str | Path, what: str, hidden: bool = False, fence: Sequence[str | Path] = ()
+) -> list[Path]:
     """Every file below ``folder``, following symbolic links to folders, each real folder visited once.
 
     ``Path.rglob`` does not descend into linked folders (Python 3.11; 3.13 only with ``recurse_symlinks=True``), so
@@ -224,10 +298,16 @@ def walk_files(folder: str | Path, what: str, hidden: bool = False) -> list[Path
     folder, so no file is listed twice and none is left out in silence. Paths are returned as reached from
     ``folder`` (through the links, not resolved).
 
+    With ``fence`` (the real paths of the tree's root and of the folders read as its other parts, e.g. the other
+    class folders), a link that leads outside ``folder`` into a fenced folder, or up to an ancestor of one, is not
+    followed (a folder link) or not listed (a file link), and a warning names the link: its files belong to the part
+    that holds them, not to ``folder`` (see :func:`fenced_by`).
+
     Args:
         folder: the top folder.
         what: layout name for messages (``"RadImageNet root"``).
         hidden: include entries whose name starts with ``.`` (by default hidden files and folders are not listed).
+        fence: real paths of the folders that belong to other parts of the tree (default: none).
 
     Returns:
         The files (and links to files), sorted by path.
@@ -245,9 +325,12 @@ def walk_files(folder: str | Path, what: str, hidden: bool = False) -> list[Path
         ['CT/a.png']
     """
     top = Path(folder)
+    own = os.path.realpath(top)
+    fenced = [os.path.realpath(f) for f in fence]
     visited: dict[str, Path] = {}
     files: list[Path] = []
     broken: list[Path] = []
+
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         current = Path(dirpath)
         real = os.path.realpath(current)
@@ -259,11 +342,15 @@ def walk_files(folder: str | Path, what: str, hidden: bool = False) -> list[Path
         visited[real] = current
         if not hidden:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not _link_leads_out(current / d, top, own, fenced, what)]
         dirnames.sort()  # deterministic walk order, so the first of two links to one folder is always the same
         for name in filenames:
             if hidden or not name.startswith("."):
                 path = current / name
-                (files if path.exists() else broken).append(path)
+                if not path.exists():
+                    broken.append(path)
+                elif not _link_leads_out(path, top, own, fenced, what):
+                    files.append(path)
     refuse_broken_links(sorted(broken), f"{what} {top}")
     return sorted(files)
 
@@ -307,3 +394,34 @@ def case_id_from_name(file: Path, regex: re.Pattern[str] | None) -> str:
         raise ValueError(f"option case_id_regex {regex.pattern!r} {problem} the file name {file.name!r} ({file}); "
                          "every image needs a case id.")
     return match.group(1)
+
+
+def warn_if_not_ignored(path: str | Path, what: str) -> bool:
+    """Warn, naming the file, when ``path`` lies in a git work tree that does not ignore it (``git add .`` adds it).
+
+    Asks ``git check-ignore`` (run in the file's folder, so the work tree's ``.gitignore`` files, ``info/exclude`` and
+    ``core.excludesFile`` all count); a tracked file is reported too. Quiet when git is not installed, the folder is
+    not in a work tree, or git fails.
+
+    Args:
+        path: the file (it should exist; its folder must).
+        what: what the file is, for the message (``"the DICOM pseudonym salt file"``).
+
+    Returns:
+        Whether a warning was logged.
+    """
+    file = Path(path).expanduser().absolute()
+    git = shutil.which("git")
+    if git is None or not file.parent.is_dir():
+        return False
+    try:
+        result = subprocess.run([git, "-C", str(file.parent), "check-ignore", "-q", "--", file.name],
+                                capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if result.returncode != 1:  # 0: ignored; 128: not in a work tree (or git failed)
+        return False
+    logger.warning("%s %s lies inside a git work tree that does not ignore it: `git add .` would publish it. Add a "
+                   "line '*.salt' (or its name) to the work tree's .gitignore, or keep the file outside the work "
+                   "tree.", what, file)
+    return True

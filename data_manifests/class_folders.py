@@ -19,6 +19,12 @@ without a modality or an anatomy, a case id pattern that does not match a file n
 errors naming the file, class or option. Files at the root (a README, a label CSV) are not read; hidden entries
 are ignored. Linked class folders are followed (see :func:`data_manifests._common.walk_files`).
 
+Each real image file is listed once, under the class whose folder holds it. A link inside a class folder that leads
+back into the tree (to the root, an ancestor of it, or into another class's folder: ``<class>/loop -> ..``) is
+skipped with a warning naming the link, with or without ``recursive``; a second link to an image already listed in
+the same class is skipped with a warning too. Two class folders that are (or hold) one real folder, and one image
+outside the tree linked from two classes, are errors naming both paths: the class would be ambiguous.
+
 Split: ``split`` (one value for every row, default ``train``) or ``split_fractions`` + ``seed``: a seeded random
 split per ``case_id`` (:func:`data_manifests.assign_splits`; the same seed gives the same split).
 """
@@ -26,7 +32,9 @@ split per ``case_id`` (:func:`data_manifests.assign_splits`; the same seed gives
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +53,7 @@ from ._common import (
     refuse_broken_links,
     refuse_other_types,
     require_dir,
+    skip_links_out,
     walk_files,
 )
 from .splits import apply_split_options
@@ -93,15 +102,31 @@ def _class_table(
     return table
 
 
-def _images(class_dir: Path, recursive: bool) -> list[Path]:
-    """The images of one class folder (any suffix case); other files, no image and broken links are refused."""
+def _images(class_dir: Path, recursive: bool, fence: Sequence[str]) -> list[Path]:
+    """The images of one class folder (any suffix case); other files, no image and broken links are refused.
+
+    Links that lead into ``fence`` (the root and the other class folders, real paths) are skipped with a warning.
+    """
     expected = "image files (" + ", ".join(IMAGE_SUFFIXES) + ", any case)"
     if not recursive:
-        return check_files(class_dir, IMAGE_SUFFIXES, "class folder", expected + " (sub-folders: recursive=true)")
-    files = walk_files(class_dir, "class folder")
+        files = check_files(class_dir, IMAGE_SUFFIXES, "class folder", expected + " (sub-folders: recursive=true)")
+        return skip_links_out(files, class_dir, fence, f"class folder {class_dir}")
+    files = walk_files(class_dir, "class folder", fence=fence)
     names = [f.relative_to(class_dir).as_posix() for f in files]
     refuse_other_types(class_dir, files, names, IMAGE_SUFFIXES, "class folder", expected)
     return files
+
+
+def _real_class_folders(folder: Path, names: Sequence[str], what: str) -> dict[str, str]:
+    """``{class: real path of its folder}``; two class folders that are, or hold, one real folder raise."""
+    reals = {name: os.path.realpath(folder / name) for name in names}
+    for name, other in combinations(sorted(reals), 2):
+        real, other_real = reals[name], reals[other]
+        if os.path.commonpath([real, other_real]) in (real, other_real):
+            raise ValueError(f"{what}: class folders {folder / name} and {folder / other} are, or hold, one real "
+                             f"folder ({real} and {other_real}); each image must belong to one class: remove the "
+                             "link.")
+    return reals
 
 
 def build(
@@ -140,7 +165,8 @@ def build(
         FileNotFoundError: if ``root`` or a class of ``classes`` is missing (naming the expected and found folders).
         ValueError: for a folder not in ``classes``, a class folder with a sub-folder (without ``recursive``), a
             non-image file or no image, a class without modality or anatomy, an invalid or non-matching
-            ``case_id_regex``, a broken link, invalid split options, or a root without class folders.
+            ``case_id_regex``, a broken link, invalid split options, a root without class folders, two class folders
+            that are (or hold) one real folder, or one image linked from two classes.
 
     Example:
         >>> frame = build("isic", modality="DMS", anatomy="skin", split_fractions="train=0.8,test=0.2")  # doctest:+SKIP
@@ -167,6 +193,8 @@ def build(
     others = [p.name for p in entries if not p.is_dir()]
     if others:
         logger.info("%s: %d file(s) at the root are not read: %s", what, len(others), preview(others))
+    reals = _real_class_folders(folder, names, what)
+    listed: dict[str, tuple[str, Path]] = {}  # real image path -> (class, path as listed)
     rows = []
     for name in sorted(names):
         entry = (table or {}).get(name, {})
@@ -176,7 +204,22 @@ def build(
             raise ValueError(f"{what}: class {name!r} has no {' and no '.join(missing)}; pass the option(s) "
                              f"{missing} (one value for every class) or set them for this class in option classes, "
                              f"e.g. classes='{{\"{name}\": {{\"modality\": \"DMS\", \"anatomy\": \"skin\"}}}}'.")
-        for image in _images(folder / name, recursive):
+        fence = [real for other, real in reals.items() if other != name] + [str(folder)]  # most specific first
+        images = _images(folder / name, recursive, fence)
+        kept: set[Path] = set()
+        for image in sorted(images, key=lambda p: (p.is_symlink(), str(p))):  # a file itself before links to it
+            real = os.path.realpath(image)
+            if real in listed:
+                first_class, first = listed[real]
+                if first_class != name:
+                    raise ValueError(f"{what}: {first} (class {first_class!r}) and {image} (class {name!r}) are one "
+                                     f"image ({real}); each image must belong to one class: remove one link.")
+                logger.warning("%s: %s is a link to %s, already listed as %s; it is listed once.", what, image,
+                               real, first)
+                continue
+            listed[real] = (name, image)
+            kept.add(image)
+        for image in (i for i in images if i in kept):
             rows.append({"path": str(image), "modality": str(values["modality"]), "anatomy": str(values["anatomy"]),
                          "split": None, "dataset": dataset or folder.name,
                          "case_id": case_id_from_name(image, regex), "label": name})

@@ -26,7 +26,9 @@ The salt is ``salt=`` (a string), or the contents of ``salt_file=`` (created wit
 when it does not exist). Without either, the salt file is ``$MODAN_DICOM_SALT_FILE`` or
 ``~/.config/modan_monai/dicom.salt``. ``scripts/build_manifest.py`` uses ``<manifest>.salt`` beside the manifest it
 writes. Keep the salt file private and never share it with the manifest or any run output: anyone holding it can
-test guessed patient ids against the pseudonyms. Deleting it gives every case a new pseudonym at the next build.
+test guessed patient ids against the pseudonyms. Deleting it gives every case a new pseudonym at the next build. A
+salt file inside a git work tree that does not ignore it gets a warning naming it (``git add .`` would publish it;
+the project's ``.gitignore`` ignores ``*.salt``).
 
 A file that is not DICOM is an error listing the files, unless ``ignore_non_dicom=True``, which logs a warning with the
 count and names. ``DICOMDIR`` media directory files carry no image and are always left out with a warning.
@@ -52,7 +54,7 @@ import pandas as pd
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from ._common import as_frame, logger, preview, require_dir, walk_files
+from ._common import as_frame, logger, preview, require_dir, walk_files, warn_if_not_ignored
 
 __all__ = ["PSEUDONYM_PREFIXES", "SALT_FILE_ENV", "build", "default_salt_file", "load_or_create_salt", "pseudonym"]
 
@@ -114,7 +116,8 @@ def load_or_create_salt(path: str | Path) -> str:
         path: salt file (e.g. ``<manifest>.salt``). Its parent folder is created when missing.
 
     Returns:
-        The salt: the file's text without surrounding whitespace.
+        The salt: the file's text without surrounding whitespace. A file inside a git work tree that does not ignore
+        it is named in a warning (see :func:`data_manifests._common.warn_if_not_ignored`).
 
     Raises:
         ValueError: if the file exists but cannot be read (a folder, no permission, not UTF-8 text) or is empty, or
@@ -145,6 +148,7 @@ def load_or_create_salt(path: str | Path) -> str:
     if not salt:
         raise ValueError(f"the DICOM pseudonym salt file {file} is empty: restore the salt it held, or delete the "
                          "file to start a new salt (every case_id then changes).")
+    warn_if_not_ignored(file, "the DICOM pseudonym salt file")
     return salt
 
 

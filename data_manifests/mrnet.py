@@ -10,14 +10,19 @@ Expected raw layout (the ``MRNet-v1.0`` release)::
 One row per (exam, plane) volume: ``index`` empty (the dataset expands slices), ``plane`` column, ``split`` ``train``
 (from ``train/``) or ``val`` (from ``valid/``), ``case_id`` ``"<folder>-<NNNN>"`` (e.g. ``train-0000``: the three
 planes of one exam share it), label columns ``abnormal`` / ``acl`` / ``meniscus`` for the CSVs present, ``modality``
-``MR``, ``anatomy`` ``knee``. Every exam must have all requested planes and a row in every label CSV present. The
-layout is checked: the root holds only the split folders ``train/`` / ``valid/``, each split folder only plane
-folders, each plane folder only ``NNNN.npy`` files and at least one exam; anything else is refused naming the
-expected and the found entries.
+``MR``, ``anatomy`` ``knee``. Every exam must have all requested planes and a row in every label CSV present. Every
+folder read must have the same label CSVs (a task's CSV present for ``valid/`` but not for ``train/`` would leave
+empty label cells that training would misread): a missing one is an error naming it, with or without ``partial``
+(read only the labelled folders with ``folders=valid``, or copy the CSV). A copy without any label CSV gives a
+manifest without label columns (e.g. for pretraining). The layout is checked: the root holds only the split folders
+``train/`` / ``valid/``, each split folder only plane folders, each plane folder only ``NNNN.npy`` files and at least
+one exam; anything else is refused naming the expected and the found entries.
 
 A partial copy (a subset of the volumes beside the full label CSVs) is refused unless ``partial=True``
 (``--opt partial=true``): then label rows without a volume and exams that lack one of the requested planes are
-dropped, and how many is logged per folder. Volumes without a label stay an error either way.
+dropped, and how many is logged per folder. Volumes without a label stay an error either way: an exam missing
+from a label CSV, and the exams of a folder whose label CSVs are missing, are never written with empty labels nor
+dropped.
 """
 
 from __future__ import annotations
@@ -74,8 +79,9 @@ def build(
     Raises:
         FileNotFoundError: if a split or plane folder is missing (naming the expected and found folders).
         ValueError: for an unknown plane/folder, an undocumented folder, a file not named ``NNNN.npy``, a plane folder
-            without exams, an exam missing a plane, or label CSVs that do not match the exams (with ``partial``:
-            only an exam without a label).
+            without exams, an exam missing a plane, label CSVs that do not match the exams (with ``partial``:
+            only an exam without a label), or a label CSV present for one folder read and missing for another
+            (with or without ``partial``).
     """
     folder = require_dir(root, "MRNet root")
     unknown = [p for p in planes if p not in MRNET_PLANES] + [f for f in folders if f not in MRNET_FOLDERS]
@@ -84,6 +90,17 @@ def build(
             f"MRNet: unknown plane/folder {unknown}; planes {MRNET_PLANES}, folders {tuple(MRNET_FOLDERS)}."
         )
     check_folders(folder, tuple(MRNET_FOLDERS), "MRNet root", required=folders)
+    present = {raw: [t for t in MRNET_TASKS if (folder / f"{raw}-{t}.csv").is_file()] for raw in folders}
+    labelled = sorted({t for tasks in present.values() for t in tasks}, key=MRNET_TASKS.index)
+    absent = [f"{raw}-{t}.csv" for raw in folders for t in labelled if t not in present[raw]]
+    if absent:
+        have = [f"{raw}-{t}.csv" for raw in folders for t in present[raw]]
+        complete = [raw for raw in folders if present[raw] == labelled]
+        hint = f"read only the labelled folder(s) with --opt folders={','.join(complete)}" if complete else \
+            "add the missing label CSV(s)"
+        raise ValueError(f"MRNet root {folder}: label CSV(s) {absent} not found while {preview(have)} are: the exams "
+                         f"of those folders would get empty label cells (partial=true does not change this). Copy "
+                         f"the missing CSV(s), or {hint}.")
     rows = []
     for raw in folders:
         check_folders(folder / raw, MRNET_PLANES, f"MRNet {raw}/", required=planes)

@@ -16,6 +16,9 @@ Examples:
         --opt 'classes={"dr": {"modality": "OP", "anatomy": "retina"}, "oct": {"modality": "OPT", "anatomy": "retina"}}'
     python scripts/build_manifest.py image_masks /data/kvasir_seg -o kvasir.csv --opt modality=ES \\
         --opt anatomy=colon --opt structures=polyp
+    python scripts/build_manifest.py image_masks /data/DRIVE/training -o drive.csv --opt modality=OP \\
+        --opt anatomy=retina --opt 'case_id_regex=^([0-9]+)_' \\
+        --opt 'mask_names={"vessel": "1st_manual/{case_id}_manual1", "fov": "mask/{stem}_mask"}'
 """
 
 from __future__ import annotations
@@ -107,13 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Kind dicom_dir: case_id is a salted pseudonym of the PatientID (HMAC-SHA256; StudyInstanceUID when the "
             "patient id is empty). The salt is --salt, or the file --salt-file (default: <output>.salt beside the "
             "manifest), created with a random secret when absent: keep it private, never share it, and keep it to "
-            "get the same pseudonyms in later builds. UIDs are left out unless --keep-uids; --opt workers=N reads "
+            "get the same pseudonyms in later builds (a salt file in a git work tree that does not ignore it gets a "
+            "warning). UIDs are left out unless --keep-uids; --opt workers=N reads "
             "the headers in N processes (same manifest). "
             "Kind class_folders: <root>/<class>/<image>, label = class folder; --opt modality=... --opt anatomy=... "
             "or --opt 'classes={\"<class>\": {\"modality\": ..., \"anatomy\": ...}}'; --opt case_id_regex=... "
             "(one group). Kind image_masks: <root>/images/ + <root>/masks/<structure>/ (or a flat masks/, or "
             "--opt masks=images for <stem>_mask.* beside the images) -> mask_<structure> columns; --opt modality=... "
-            "--opt anatomy=... required. Both take --opt split_fractions=train=0.8,test=0.2 --opt seed=N. "
+            "--opt anatomy=... required; --opt 'mask_names={\"<structure>\": \"<mask folder>/{case_id}_manual1\"}' "
+            "when mask names derive otherwise from the image names ({case_id}, {stem}). Both take "
+            "--opt split_fractions=train=0.8,test=0.2 --opt seed=N. "
             "Linked folders are followed by every builder. "
             "Builder options: see each data_manifests.<kind> module docstring."
         ),

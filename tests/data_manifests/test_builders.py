@@ -378,3 +378,21 @@ def test_mrnet_partial_copy(tmp_path, caplog):
     (tmp_path / "train-acl.csv").write_text("0,0\n")  # a volume without a label stays an error
     with pytest.raises(ValueError, match="exams without a label 0001"):
         build_manifest("mrnet", tmp_path, folders=("train",), partial=True)
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_mrnet_folder_without_label_csvs_is_refused(tmp_path, partial):
+    """Train exams beside valid-only label CSVs would be written with empty label cells: refused, naming the CSVs."""
+    _mrnet_tree(tmp_path, {"train": [0, 1], "valid": [1130]})
+    for task in ("acl", "abnormal", "meniscus"):
+        (tmp_path / f"train-{task}.csv").unlink()
+    with pytest.raises(ValueError) as err:
+        build_manifest("mrnet", tmp_path, partial=partial)
+    message = str(err.value)
+    assert "label CSV(s) ['train-abnormal.csv', 'train-acl.csv', 'train-meniscus.csv'] not found" in message
+    assert "empty label cells" in message and "--opt folders=valid" in message
+    (tmp_path / "train-acl.csv").write_text("0,0\n1,1\n")  # one task labelled for train only
+    with pytest.raises(ValueError, match=r"\['train-abnormal\.csv', 'train-meniscus\.csv'\] not found"):
+        build_manifest("mrnet", tmp_path, partial=partial)
+    labelled = build_manifest("mrnet", tmp_path, folders=("valid",), partial=partial)
+    assert labelled[["abnormal", "acl", "meniscus"]].notna().all().all() and len(labelled) == 3

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +19,7 @@ from data_manifests import build_manifest
 from data_manifests.dicom_dir import SALT_FILE_ENV, pseudonym
 
 UIDS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +116,48 @@ def test_cli_salt_beside_the_manifest_and_options(scans, tmp_path, capsys, load_
         with pytest.raises(SystemExit):
             main([kind, str(scans), "-o", str(out), *args])
         assert message in capsys.readouterr().err
+
+
+@pytest.fixture()
+def git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """The git executable, with the user's and the system's configuration (and global excludes) out of the way."""
+    executable = shutil.which("git")
+    if executable is None:
+        pytest.skip("git is not installed")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return executable
+
+
+def test_salt_file_in_a_work_tree_that_does_not_ignore_it_warns(scans, tmp_path, git, caplog):
+    clone = tmp_path / "clone"
+    subprocess.run([git, "init", "-q", str(clone)], check=True)
+    salt_file = clone / "pretrain.csv.salt"  # where the docs' commands put it: beside a manifest in the clone
+    with caplog.at_level(logging.WARNING, logger="data_manifests"):
+        build_manifest("dicom_dir", scans, salt_file=salt_file)
+    assert f"salt file {salt_file} lies inside a git work tree that does not ignore it" in caplog.text
+    caplog.clear()
+    (clone / ".gitignore").write_text("*.salt\n")
+    outside = tmp_path / "keys" / "ct.salt"  # not in a work tree
+    with caplog.at_level(logging.WARNING, logger="data_manifests"):
+        build_manifest("dicom_dir", scans, salt_file=salt_file)
+        build_manifest("dicom_dir", scans, salt_file=outside)
+    assert "git work tree" not in caplog.text
+
+
+def test_gitignore_covers_salts_and_output_folders(git):
+    if not (REPO / ".git").exists():
+        pytest.skip(f"{REPO} is not a git clone")
+    paths = ["pretrain.csv.salt", "keys/ct.csv.salt", "manifests/busi.csv", "results/busi/summary.csv",
+             "runs/modan/encoder.pt", "embeddings/modan.npz", "models/modan/encoder.pt"]
+    trust = ["-c", "safe.directory=*"]  # the clone may belong to another user; the user's config is left out above
+    result = subprocess.run([git, *trust, "-C", str(REPO), "check-ignore", "--no-index", "--verbose", "--non-matching",
+                             *paths], capture_output=True, text=True, check=False)
+    assert result.returncode in (0, 1), result.stderr
+    assert [line.split("\t")[-1] for line in result.stdout.splitlines() if line.startswith("::")] == []
+    tracked = subprocess.run([git, *trust, "-C", str(REPO), "ls-files", "--cached", "--ignored", "--exclude-standard"],
+                             capture_output=True, text=True, check=True)
+    assert tracked.stdout == "", f"tracked files the .gitignore hides: {tracked.stdout}"

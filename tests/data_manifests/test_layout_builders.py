@@ -242,6 +242,80 @@ def test_image_masks_missing_mask_names_the_image(tmp_path, caplog):
     assert "1 image(s) have no 'heart' mask" in caplog.text and "b.png" in caplog.text
 
 
+def _drive_like(root: Path, cases: tuple[int, ...] = (21, 22)) -> Path:
+    """DRIVE's training folder: ``images/21_training.tif``, ``1st_manual/21_manual1.gif`` (vessels) and
+    ``mask/21_training_mask.gif`` (field of view)."""
+    for case in cases:
+        _image(root / "images" / f"{case}_training.tif", value=60 + case, size=16)
+        _mask(root / "1st_manual" / f"{case}_manual1.gif", size=16)
+        _mask(root / "mask" / f"{case}_training_mask.gif", size=16)
+    return root
+
+
+DRIVE_NAMES = {"vessel": "1st_manual/{case_id}_manual1", "fov": "mask/{stem}_mask"}
+
+
+def test_image_masks_mask_names_pair_a_drive_like_layout(tmp_path, capsys, load_script):
+    root = _drive_like(tmp_path / "DRIVE" / "training")
+    df = build_manifest("image_masks", root, modality="OP", anatomy="retina", case_id_regex=r"^(\d+)_",
+                        mask_names=DRIVE_NAMES)
+    assert df.case_id.tolist() == ["21", "22"] and [Path(p).name for p in df.path] == ["21_training.tif",
+                                                                                     "22_training.tif"]
+    assert [Path(p).relative_to(root).as_posix() for p in df.mask_vessel] == ["1st_manual/21_manual1.gif",
+                                                                            "1st_manual/22_manual1.gif"]
+    assert [Path(p).relative_to(root).as_posix() for p in df.mask_fov] == ["mask/21_training_mask.gif",
+                                                                         "mask/22_training_mask.gif"]
+    # the rows load: the TIFF image and the palette GIF masks through the project's PIL reader
+    row = load_datalist(write_manifest(df, tmp_path / "drive.csv"), splits="train")[0]
+    item = segmentation_transforms(["vessel", "fov"], image_size=8)(row)
+    assert tuple(item["image"].shape) == (1, 8, 8) and tuple(item["label"].shape) == (2, 8, 8)
+    assert set(np.unique(np.asarray(item["label"]))) == {0.0, 1.0}
+    # the command line takes the mapping as JSON; an extension in the template is matched exactly
+    out = tmp_path / "drive_cli.csv"
+    names = json.dumps({"vessel": "1st_manual/{case_id}_manual1.GIF", "fov": "mask/{stem}_mask"})
+    args = ["image_masks", str(root), "-o", str(out), "--opt", "modality=OP", "--opt", "anatomy=retina", "--opt",
+            "case_id_regex=^([0-9]+)_", "--opt", f"mask_names={names}"]
+    assert load_script("build_manifest").main(args) == 0, capsys.readouterr().err
+    assert [Path(p).name for p in pd.read_csv(out).mask_vessel] == ["21_manual1.gif", "22_manual1.gif"]
+
+
+# problem -> (changes to the DRIVE-like tree, options, error, message parts)
+DRIVE_REFUSALS = {
+    "orphan_mask": ({"1st_manual/23_manual1.gif": "mask"}, {}, ValueError,
+                    ["1st_manual: 1 mask(s) without an image", "23_manual1.gif", "1st_manual/{case_id}_manual1",
+                     "'21_manual1' for 21_training.tif"]),
+    "missing_mask": ({"mask/22_training_mask.gif": None}, {}, ValueError,
+                     ["22_training.tif: no 'fov' mask; expected", "mask/22_training_mask.<ext>"]),
+    "two_images_one_mask": ({"images/21_training_b.tif": "image"}, {}, ValueError,
+                            ["both name the mask", "21_manual1.gif", "use {stem}"]),
+    "undeclared_folder": ({"2nd_manual/21_manual2.gif": "mask"}, {}, ValueError,
+                          ["unexpected folder(s) ['2nd_manual']"]),
+    "with_structures": ({}, {"structures": "vessel"}, ValueError, ["do not pass ['structures'] with it"]),
+    "no_placeholder": ({}, {"mask_names": {"vessel": "1st_manual/manual1"}}, ValueError, ["no placeholder"]),
+    "unknown_placeholder": ({}, {"mask_names": {"vessel": "1st_manual/{id}_manual1"}}, ValueError,
+                            ["unknown placeholder(s) ['id']"]),
+    "no_folder": ({}, {"mask_names": {"vessel": "{case_id}_manual1"}}, ValueError,
+                  ["expected '<mask folder>/<name template>'"]),
+    "bad_json": ({}, {"mask_names": "{vessel"}, ValueError, ["option mask_names is not valid JSON"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DRIVE_REFUSALS))
+def test_image_masks_mask_names_refusals(tmp_path, case):
+    changes, options, error, parts = DRIVE_REFUSALS[case]
+    root = _drive_like(tmp_path)
+    for rel, kind in changes.items():
+        if kind is None:
+            (root / rel).unlink()
+        else:
+            (_image if kind == "image" else _mask)(root / rel)
+    options = {"mask_names": {"vessel": "1st_manual/{case_id}_manual1", "fov": "mask/{stem}_mask"}} | options
+    with pytest.raises(error) as err:
+        build_manifest("image_masks", root, modality="OP", anatomy="retina", case_id_regex=r"^(\d+)_", **options)
+    for part in parts:
+        assert part in str(err.value), str(err.value)
+
+
 # problem -> (images, masks (relative to the root), options, error, message parts)
 IMAGE_MASK_REFUSALS = {
     "mask_without_image": (["a.png"], ["masks/heart/a.png", "masks/heart/z_mask.png"], {}, ValueError,
@@ -327,6 +401,44 @@ def test_builders_follow_symlinked_folders(tmp_path, caplog):
         build_manifest("class_folders", classes, modality="CT", anatomy="chest", recursive=True)
     with pytest.raises(ValueError, match=r"broken symbolic link\(s\).*gone\.png"):
         build_manifest("class_folders", classes, modality="CT", anatomy="chest")
+
+
+def test_class_folders_links_back_into_the_tree_are_skipped(tmp_path, caplog):
+    root = tmp_path / "xray"
+    for rel in ("normal/a.png", "normal/sub/b.png", "pneumonia/c.png"):
+        _image(root / rel, size=8)
+    (root / "normal" / "loop").symlink_to(root, target_is_directory=True)  # up to the root: every class again
+    (root / "pneumonia" / "back").symlink_to(root / "normal" / "sub", target_is_directory=True)  # into a class
+    (root / "pneumonia" / "alias.png").symlink_to(root / "normal" / "a.png")  # a file of another class
+    (root / "normal" / "again.png").symlink_to(root / "normal" / "a.png")  # a second name in its own class
+    with caplog.at_level(logging.WARNING, logger="data_manifests"):
+        df = build_manifest("class_folders", root, modality="XR", anatomy="chest", recursive=True)
+    listed = [(Path(p).relative_to(root).as_posix(), label) for p, label in zip(df.path, df.label)]
+    assert listed == [("normal/a.png", "normal"), ("normal/sub/b.png", "normal"), ("pneumonia/c.png", "pneumonia")]
+    for link in ("normal/loop", "pneumonia/back", "pneumonia/alias.png", "normal/again.png"):
+        assert f"{root / link} is a link to" in caplog.text, link
+    caplog.clear()
+    (root / "normal" / "loop").unlink()
+    (root / "pneumonia" / "back").unlink()
+    (root / "normal" / "sub" / "b.png").rename(root / "normal" / "b.png")
+    (root / "normal" / "sub").rmdir()
+    with caplog.at_level(logging.WARNING, logger="data_manifests"):  # without recursive: the file links alike
+        flat = build_manifest("class_folders", root, modality="XR", anatomy="chest")
+    assert [Path(p).name for p in flat.path] == ["a.png", "b.png", "c.png"]
+    assert f"{root / 'pneumonia' / 'alias.png'} is a link" in caplog.text
+    # a class folder that is a link to another class, or an image outside the tree in two classes: ambiguous
+    store = tmp_path / "store"
+    _image(store / "d.png", size=8)
+    (root / "pneumonia" / "alias.png").unlink()
+    (root / "normal" / "d.png").symlink_to(store / "d.png")
+    (root / "pneumonia" / "d.png").symlink_to(store / "d.png")
+    with pytest.raises(ValueError, match=r"normal/d\.png \(class 'normal'\) and .*pneumonia/d\.png \(class "
+                                         r"'pneumonia'\) are one image"):
+        build_manifest("class_folders", root, modality="XR", anatomy="chest")
+    (root / "pneumonia" / "d.png").unlink()
+    (root / "copy").symlink_to(root / "pneumonia", target_is_directory=True)
+    with pytest.raises(ValueError, match=r"class folders .*copy and .*pneumonia are, or hold, one real folder"):
+        build_manifest("class_folders", root, modality="XR", anatomy="chest")
 
 
 # ----------------------------------------------------------------------------------------------- DICOM scan
