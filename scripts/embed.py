@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from modan_monai.evaluation import embed_manifest, parse_init_specs
+from modan_monai.utils.interrupt import sigterm_as_interrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,4 +60,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # Ctrl-C or SIGTERM: one line, the lock released, exit 130 / 143
+        sys.exit(main())

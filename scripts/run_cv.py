@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from modan_monai.evaluation import EXAM_AGGREGATIONS, EVALUATION_LEVELS, PROTOCOL_MODES, parse_init_specs, run_protocol
 from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.utils import RunLockError, lock_output_dir
+from modan_monai.utils.interrupt import sigterm_as_interrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,4 +112,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # Ctrl-C or SIGTERM: one line, the lock released, exit 130 / 143
+        sys.exit(main())

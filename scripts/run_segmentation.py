@@ -28,6 +28,7 @@ from modan_monai.evaluation import parse_init_specs
 from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.evaluation.segmentation_grid import plan_runs, run_grid, segmentation_markdown, segmentation_summary
 from modan_monai.utils import RunLockError, lock_output_dir
+from modan_monai.utils.interrupt import sigterm_as_interrupt
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "segment"
 
@@ -98,4 +99,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # Ctrl-C or SIGTERM: one line, the lock released, exit 130 / 143
+        sys.exit(main())

@@ -10,9 +10,13 @@ last epoch means, so a README can quote "the loss falls from A to B" from the re
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from modan_monai.networks.checkpoint import load_weights_file
+from modan_monai.utils.interrupt import sigterm_as_interrupt
 
 
 def epoch_losses(run_dir: str | Path, tag: str = "train_loss") -> list[float]:
@@ -29,7 +33,6 @@ def epoch_losses(run_dir: str | Path, tag: str = "train_loss") -> list[float]:
         FileNotFoundError: when the folder has no event file.
         ValueError: when the tag is absent or the iteration count per epoch cannot be found.
     """
-    import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = Path(run_dir)
@@ -43,23 +46,30 @@ def epoch_losses(run_dir: str | Path, tag: str = "train_loss") -> list[float]:
     checkpoints = sorted(run_dir.glob("checkpoint_epoch=*.pt"))
     if not checkpoints:
         raise ValueError(f"{run_dir}: no checkpoint_epoch=*.pt to read the iterations per epoch from")
-    per_epoch = int(torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["trainer"]["epoch_length"])
+    # a damaged or unsafe checkpoint is named (ValueError), not left to torch's own error
+    per_epoch = int(load_weights_file(checkpoints[-1], what="checkpoint")["trainer"]["epoch_length"])
     steps = np.array(sorted(events))
     values = np.array([events[s] for s in steps])
     epochs = (steps - 1) // per_epoch
     return [float(values[epochs == e].mean()) for e in np.unique(epochs)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="bundle output folders")
     parser.add_argument("--tag", default="train_loss")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
-        losses = epoch_losses(run_dir, args.tag)
+        try:
+            losses = epoch_losses(run_dir, args.tag)
+        except (ValueError, FileNotFoundError, KeyError) as err:  # the run folder's problem, named: the last line
+            print(f"error: {run_dir}: {err}", file=sys.stderr)
+            return 1
         print(f"{run_dir}: " + " ".join(f"{x:.4f}" for x in losses))
         print(f"  first epoch {losses[0]:.4f} -> last epoch {losses[-1]:.4f} ({len(losses)} epochs)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # Ctrl-C or SIGTERM: one line, no traceback (modan_monai._excepthook)
+        sys.exit(main())

@@ -24,6 +24,7 @@ from modan_monai.evaluation import parse_init_specs
 from modan_monai.evaluation.protocol import positive_int
 from modan_monai.evaluation.zero_shot import ZERO_SHOT_ANALYSES, run_zero_shot
 from modan_monai.utils import RunLockError, lock_output_dir
+from modan_monai.utils.interrupt import sigterm_as_interrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,4 +76,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # Ctrl-C or SIGTERM: one line, the lock released, exit 130 / 143
+        sys.exit(main())

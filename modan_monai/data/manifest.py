@@ -527,7 +527,18 @@ def read_manifest(
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
     # dtype=str keeps labels/ids verbatim (e.g. zero-padded case ids); numeric label columns are converted below.
-    df = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
+    try:
+        df = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"manifest {manifest} is empty: a CSV with a header row (path, modality, ...) is expected.") \
+            from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"manifest {manifest} is not UTF-8 text ({err.reason}: byte {err.object[err.start:err.start + 1]!r}): "
+            "save it as a UTF-8 CSV."
+        ) from None
+    except (pd.errors.ParserError, IsADirectoryError, PermissionError) as err:
+        raise ValueError(f"manifest {manifest} cannot be read as a CSV: {err}") from err
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:

@@ -43,6 +43,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -667,7 +669,11 @@ class PILImageReader(_SuffixReader):
         out = []
         for name in ensure_tuple(data):
             _check_file(name, "image")
-            im = Image.open(name, **kwargs)
+            try:
+                im = Image.open(name, **kwargs)
+            except (OSError, SyntaxError, ValueError, struct.error, EOFError) as err:
+                raise ValueError(f"{name}: not a readable image, damaged or truncated ({type(err).__name__}: "
+                                 f"{err}); replace the file or remove its manifest row.") from err
             n_frames = int(getattr(im, "n_frames", 1))
             if n_frames > 1:
                 if self.index is None:
@@ -699,6 +705,10 @@ class PILImageReader(_SuffixReader):
         for im in images:
             try:
                 results.append(self._get_one(im))
+            except (OSError, SyntaxError, struct.error, EOFError, zlib.error) as err:  # PIL decodes on first access
+                name = getattr(im, "filename", "") or "<PIL image>"
+                raise ValueError(f"{name}: the image cannot be decoded, damaged or truncated ({type(err).__name__}: "
+                                 f"{err}); replace the file or remove its manifest row.") from err
             finally:
                 im.close()
         return _stack_results(results)
@@ -765,12 +775,17 @@ class NpyVolumeReader(_SuffixReader):
 
         Raises:
             FileNotFoundError: the file does not exist.
-            ValueError: the array is not 3D (message names the path and shape).
+            ValueError: the array is not 3D (message names the path and shape), or the file is not a numeric
+                ``.npy`` (object dtype, damaged), naming it.
         """
         out = []
         for name in ensure_tuple(data):
             _check_file(name, "npy")
-            vol = np.load(name, mmap_mode="r", allow_pickle=False)
+            try:
+                vol = np.load(name, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:  # object dtype (a pickle), a damaged header, cut short
+                raise ValueError(f"{name}: not a numeric .npy volume that can be read safely ({err}); save the "
+                                 "volume as a numeric array (numpy.save of a float or integer array).") from err
             if vol.ndim != 3:
                 raise ValueError(
                     f"{name}: .npy is read as an MRNet-style volume (slices, H, W), got an array of shape {vol.shape}"

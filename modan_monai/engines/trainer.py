@@ -10,7 +10,10 @@ two things to ``monai.engines.SupervisedTrainer`` and changes nothing else (AMP,
   ``TensorBoardStatsHandler`` log them with ``output_transform=lambda out: out["loss_terms"]``;
 - a non-finite term stops the run with a ``FloatingPointError`` that names the term, the epoch and iteration
   and the files of the batch (the ``source`` strings that :func:`modan_monai.data.manifest_to_datalist` puts in
-  every row), before the optimiser step, so no NaN model is ever written.
+  every row), before the optimiser step, so no NaN model is ever written;
+- Ctrl-C or SIGTERM (:func:`~modan_monai.utils.interrupt.sigterm_as_interrupt` is active while it runs) stops it
+  with a :class:`~modan_monai.utils.interrupt.RunInterrupted` naming the epoch, the iteration and the newest
+  checkpoint, without the handlers' tracebacks; the error hook prints it as one line.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 import torch
 from monai.engines import SupervisedTrainer
+
+from modan_monai.utils.interrupt import RunInterrupted, sigterm_as_interrupt
 
 from .precision import PrecisionInferer, autocast_dtype, device_type, to_float32
 
@@ -114,7 +119,35 @@ class Trainer(SupervisedTrainer):
                 f"{getattr(loader, 'batch_size', '?')}, drop_last {getattr(loader, 'drop_last', '?')}. Lower the "
                 "batch_size id or add rows to the training split(s) of the manifest; nothing was trained or written."
             )
-        super().run()
+        with sigterm_as_interrupt():
+            try:
+                super().run()
+            except RunInterrupted:
+                raise
+            except KeyboardInterrupt:
+                raise self._interrupted() from None
+
+    def _handle_exception(self, e: BaseException) -> None:
+        # an interrupt is not an error: skip the EXCEPTION_RAISED handlers (MONAI's StatsHandler logs a traceback)
+        if isinstance(e, KeyboardInterrupt):
+            raise e
+        super()._handle_exception(e)
+
+    def _interrupted(self) -> RunInterrupted:
+        """The interrupt naming where the run stopped and the newest checkpoint of its checkpoint saver."""
+        from modan_monai.handlers.checkpoint import TrainingCheckpointSaver, latest_checkpoint
+
+        savers = [getattr(handler, "__self__", None) for handlers in self._event_handlers.values()
+                  for handler, *_ in handlers]
+        saver = next((s for s in savers if isinstance(s, TrainingCheckpointSaver)), None)
+        newest = latest_checkpoint(saver.save_dir, saver.prefix) if saver is not None else None
+        last = str(newest) if newest is not None else (
+            "none written yet" if saver is not None else "none (this run writes no training checkpoint)")
+        epoch, iteration = int(self.state.epoch), int(self.state.iteration)
+        return RunInterrupted(
+            f"interrupted at epoch {epoch}, iteration {iteration}; last checkpoint: {last}; run the same command "
+            "to resume", epoch=epoch, iteration=iteration, checkpoint=None if newest is None else str(newest),
+        )
 
     def _loss_with_terms(self, pred: Any, target: Any) -> torch.Tensor:
         with torch.autocast(device_type(pred), enabled=False):  # losses stay float32 under any precision

@@ -28,6 +28,7 @@ from modan_monai.data.readers import is_dicom_file
 from modan_monai.networks.registry import build_encoder
 from modan_monai.transforms import load_preprocess_transforms
 from modan_monai.transforms.labels import DEFAULT_DICOM_TAGS
+from modan_monai.utils import safe_file_name
 
 umap, _HAS_UMAP = optional_import("umap")
 pydicom, _HAS_PYDICOM = optional_import("pydicom")
@@ -340,12 +341,13 @@ def embed_manifest(
         features = extract_features(encoder, datalist, transform, batch_size=batch_size, device=device,
                                     num_workers=num_workers)
         coords = umap_embed(features, seed=seed)
-        np.save(out / f"{name}_features.npy", features)
-        meta.assign(x=coords[:, 0], y=coords[:, 1]).to_csv(out / f"{name}_umap.csv", index=False)
+        stem = safe_file_name(name, fallback="encoder")  # a user-given name: never a path out of ``out``
+        np.save(out / f"{stem}_features.npy", features)
+        meta.assign(x=coords[:, 0], y=coords[:, 1]).to_csv(out / f"{stem}_umap.csv", index=False)
         title = f"{name}: UMAP of {features.shape[1]}-d encoder features"
-        written[name] = plot_umap(coords, pairs, out / f"{name}_umap.png", title=title, colours=colours)
+        written[name] = plot_umap(coords, pairs, out / f"{stem}_umap.png", title=title, colours=colours)
         all_features[name] = features
-        log.info("wrote %s and %s", written[name], out / f"{name}_umap.csv")
+        log.info("wrote %s and %s", written[name], out / f"{stem}_umap.csv")
     export_projector(all_features, meta[["pair", "modality", "anatomy", "dataset", "case_id", "path", "index"]],
                      out / "projector")
     log.info("wrote the TensorBoard projector export to %s (tensorboard --logdir %s)", out / "projector",

@@ -13,10 +13,8 @@ probing): the command-line recipe and the protocol's are the same configuration.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ import pandas as pd
 import torch
 
 from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_manifest
-from modan_monai.utils import append_complete_lines, atomic_append_text, atomic_write_text
+from modan_monai.utils import append_complete_lines, atomic_append_text, atomic_write_text, safe_file_name
 
 from .folds import (
     fold_column,
@@ -116,10 +114,8 @@ def parse_init_specs(specs: Sequence[str]) -> dict[str, str]:
 
 
 def _safe_name(name: str) -> str:
-    """A file-name-safe form of an init name (for the per-fold run folders); altered names get a hash suffix, so
-    two inits never share a folder."""
-    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._")
-    return safe if safe == name else f"{safe or 'init'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    """A file-name-safe form of an init name (for the per-fold run folders): :func:`~modan_monai.utils.safe_file_name`."""
+    return safe_file_name(name, fallback="init")
 
 
 def _append_csv(frame: pd.DataFrame, path: Path, atomic: bool = True) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from modan_monai.networks.nets.flexunet_encoders import check_unet_image_size
 from modan_monai.networks.registry import build_encoder
-from modan_monai.utils import atomic_append_text
+from modan_monai.utils import atomic_append_text, safe_file_name
 
 __all__ = [
     "SEGMENTATION_RESULT_COLUMNS",
@@ -67,8 +67,10 @@ class SegmentationRun:
 
     @property
     def name(self) -> str:
-        """Folder name of the run: ``<init>/n<k>_s<seed>`` (``nall`` for the whole split)."""
-        return f"{self.init}/n{'all' if self.n_train is None else self.n_train}_s{self.seed}"
+        """Folder name of the run: ``<init>/n<k>_s<seed>`` (``nall`` for the whole split), the init name made a safe
+        file name (:func:`~modan_monai.utils.safe_file_name`)."""
+        init = safe_file_name(self.init, fallback="init")
+        return f"{init}/n{'all' if self.n_train is None else self.n_train}_s{self.seed}"
 
 
 def plan_runs(

@@ -31,8 +31,9 @@ from monai.bundle.utils import ID_SEP_KEY
 from monai.data import DataLoader, Dataset
 from torch import nn
 
-from modan_monai._excepthook import root_cause
+from modan_monai._excepthook import is_project_raised, project_cause
 from modan_monai.transforms import classification_transforms
+from modan_monai.utils.interrupt import RunInterrupted
 
 __all__ = [
     "ClassifyRun",
@@ -343,7 +344,10 @@ def run_classify_bundle(
             its manifest), or an ``overrides`` id the bundle lacks (naming it and the config files).
         FileNotFoundError: no bundle at ``bundle``.
         Exception: what a config item raised while the bundle ran (e.g. a checkpoint that does not match the
-            encoder, a non-finite loss naming the files of its batch), unwrapped from MONAI's ``RuntimeError``.
+            encoder, a non-finite loss naming the files of its batch): the project's own explanation in the chain
+            (:func:`modan_monai._excepthook.project_cause`), unwrapped from MONAI's ``RuntimeError`` and from the
+            library error it explains.
+        RunInterrupted: Ctrl-C or SIGTERM stopped the training (naming the folder, the epoch and the iteration).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
@@ -385,23 +389,34 @@ def run_classify_bundle(
         workflow = ConfigWorkflow(config_file=files, workflow_type="train", logging_file=False,
                                   bundle_root=str(configs.parent), **settings)
     path = list(sys.path)
+    explained: BaseException | None = None
     try:
         workflow.initialize()
         workflow.run()  # ConfigWorkflow.run puts the bundle root on sys.path; restored below
         keep = workflow.parser.get_parsed_content("best_weights")
         network: nn.Module = workflow.parser.get_parsed_content("network")
         preprocessing = workflow.parser.get_parsed_content("validate#preprocessing")
-    except RuntimeError as err:
-        cause = root_cause(err)
-        if cause is err or not str(err).lstrip().startswith(_MONAI_WRAPPERS):
+    except RunInterrupted as err:  # Ctrl-C / SIGTERM: this fold's folder is emptied when the same command resumes
+        raise RunInterrupted(
+            f"interrupted while training {out} at epoch {err.epoch}, iteration {err.iteration}; run the same command "
+            "to resume (finished folds are kept, this one starts again)", epoch=err.epoch, iteration=err.iteration,
+        ) from None
+    except Exception as err:
+        # the project's own explanation (naming the row, file or config id): the outermost exception of the chain
+        # the project raised, not MONAI's "Failed to evaluate" wrapper nor the library error it explains
+        cause = project_cause(err)
+        wrapped = isinstance(err, RuntimeError) and str(err).lstrip().startswith(_MONAI_WRAPPERS)
+        if cause is err or not (wrapped or is_project_raised(cause)):
             raise
-        # the project's own error (naming the row, file or config id), not MONAI's "Failed to evaluate" wrapper
         if hasattr(cause, "add_note"):
             cause.add_note(f"(raised while running the classify bundle {files}: {str(err).splitlines()[0]})")
-        raise cause from None
+        explained = cause
     finally:
         sys.path[:] = path
         workflow.finalize()
+    if explained is not None:
+        # raised outside the except block: the explanation keeps its own chain (the library error it explains)
+        raise explained
     restored = keep.restore()
     return ClassifyRun(
         network=network.eval(),

@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from modan_monai.utils.names import safe_file_name
+
 #: the analyses :func:`run_zero_shot` runs, in order
 ZERO_SHOT_ANALYSES: tuple[str, ...] = ("localizability", "hierarchy", "composability", "interpolation")
 
@@ -817,7 +819,7 @@ def run_zero_shot(
             frames["hierarchy"].append(pd.DataFrame(
                 [{"encoder": enc_name, **ids.iloc[i].to_dict(), "level": lv, "landmark": name,
                   "umap_x": coords[m, 0], "umap_y": coords[m, 1]} for m, (i, lv, name) in enumerate(grid)]))
-            plot_hierarchy(coords, [g[2] for g in grid], [g[1] for g in grid], out / f"hierarchy_{enc_name}.png",
+            plot_hierarchy(coords, [g[2] for g in grid], [g[1] for g in grid], out / f"hierarchy_{safe_file_name(enc_name, fallback='encoder')}.png",
                            title=f"{enc_name}: landmark patches at levels {tuple(levels)}")
         if "composability" in analyses:
             matched, mismatched = composability(encoder, images, np.stack(wholes), parts, np.array(whole_image),

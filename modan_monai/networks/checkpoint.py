@@ -150,9 +150,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def _unsupported_global(err: BaseException) -> str | None:
-    """The ``Unsupported global: ...`` line of a weights-only refusal of a real object, else ``None``."""
+    """The line of a weights-only refusal naming what it refused, else ``None``.
+
+    torch words it ``Unsupported global: GLOBAL os.system ...`` or (2.6+) ``Trying to load unsupported GLOBAL
+    posix.system whose module posix is blocked``. (``Unsupported operand N`` is not one: random bytes read so.)
+    """
     for line in str(err).splitlines():
-        if "Unsupported global" in line:
+        if "unsupported global" in line.lower():
             return line.strip()
     return None
 
@@ -210,8 +214,9 @@ def load_weights_file(path: str | Path, map_location: Any = "cpu", what: str = "
         refused = _unsupported_global(err) if isinstance(err, pickle.UnpicklingError) else None
         if refused is not None:
             raise ValueError(
-                f"{what} {path} holds objects other than tensors and plain values and is not loaded "
-                f"(torch.load weights_only=True refused it): {refused}"
+                f"{what} {path} is refused as unsafe and was not loaded: it holds objects other than tensors and "
+                f"plain values (a pickle that could run code), which torch.load(weights_only=True) refuses: "
+                f"{refused}. Use a checkpoint written by this project, from a source you trust."
             ) from err
         raise DamagedCheckpointError(path, size, "corrupt", f"{type(err).__name__}: {_first_line(err)}",
                                      what=what) from err

@@ -6,6 +6,7 @@ from .atomic import atomic_path, atomic_save, remove_stale_temporaries
 from .distributed import all_gather_with_grad, distributed_world, gather_batch, is_rank_zero
 from .compare import max_abs_difference, state_differences
 from .lock import LOCK_NAME, RunLock, RunLockError, lock_output_dir
+from .names import safe_file_name
 from .random_state import RandomStates, preserved_rng_state, random_state_objects
 from .run_settings import RunSettings
 from .atomic import append_complete_lines, atomic_append_text, atomic_write_text
@@ -27,6 +28,7 @@ __all__ = [
     "preserved_rng_state",
     "random_state_objects",
     "remove_stale_temporaries",
+    "safe_file_name",
     "state_differences",
     "append_complete_lines", "atomic_append_text", "atomic_write_text",
 ]

@@ -8,6 +8,7 @@ match them; :func:`remove_stale_temporaries` deletes those left by killed writer
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -58,7 +59,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Give a temporary path to write; on success it replaces ``path`` atomically.
 
     The temporary lies in the folder of ``path`` (created if needed), so ``os.replace`` is a rename
-    on one file system. If the body raises, the temporary is deleted and ``path`` is untouched.
+    on one file system. If the body raises, the temporary is deleted and ``path`` is untouched; a full disk
+    (``ENOSPC``) is raised as an ``OSError`` naming ``path`` and "no space left on device".
 
     Args:
         path: the final file.
@@ -81,10 +83,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise _disk_full(path) from err
         raise
     _fsync_dir(path.parent)
+
+
+def _disk_full(path: Path) -> OSError:
+    """The error of a write that found the disk full, naming the file (``OSError`` with ``errno.ENOSPC``)."""
+    return OSError(errno.ENOSPC, f"no space left on device: {path} was not written (a previous version, if any, is "
+                                 "kept); free some space and run the same command again")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -161,6 +171,15 @@ def append_complete_lines(path: str | Path, text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _append_complete_lines(path, text)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise _disk_full(path) from err
+        raise
+
+
+def _append_complete_lines(path: Path, text: str) -> Path:
     with open(path, "ab+") as f:
         size = f.seek(0, os.SEEK_END)
         if size:

@@ -9,7 +9,10 @@ event files; two ``run_cv.py`` runs into one ``--out`` write every fold twice. :
 - a second run into the folder, while the owner lives, gets a :class:`RunLockError` naming the folder, the pid
   and the host holding it (and the owner's command line);
 - a lock left by a dead process of the same host (a run killed with SIGKILL) is taken over with a warning; a
-  lock of another host cannot be checked and is refused, saying to delete the file when that run is gone;
+  lock of another host cannot be checked and is refused, saying to delete the file when that run is gone. The
+  takeover is atomic: it runs under an exclusive ``flock`` of the folder itself (released by the kernel if the
+  process dies), re-reads the lock there and deletes it only if it is still the stale one it judged, so of
+  several runs racing for one stale lock exactly one gets it;
 - the same process may take the lock of a folder again (a count, released when it drops to zero), and may
   hold several folders at once (``run_cv.py`` locks ``--out``, each fold's classify bundle its subfolder);
 - every lock still held is released when the process exits (``atexit``, also after an error); a forked child
@@ -21,6 +24,7 @@ In a distributed run (env ``RANK`` set) only global rank 0 takes the lock: the o
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +34,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -63,6 +68,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _takeover_guard(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` of ``folder`` (no extra file; the kernel drops it when the process dies)."""
+    import fcntl  # POSIX (Linux, macOS), as is the pid check that judges a lock stale
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         info = json.loads(path.read_text())
@@ -90,7 +108,8 @@ class RunLock:
 
     Raises:
         RunLockError: (``acquire``) another live process holds the folder (naming the folder, its pid, host and
-            command line), the lock belongs to another host, or the lock file cannot be read.
+            command line), the lock belongs to another host, the lock file cannot be read, or the folder's path is
+            a file.
 
     Example:
         >>> import tempfile
@@ -121,7 +140,15 @@ class RunLock:
         """
         if process_rank() != 0:
             return self  # distributed ranks other than 0 share rank 0's folder
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # the folder, or a folder above it, is a file
+            blocking = next((p for p in (self.folder, *self.folder.parents) if p.exists() and not p.is_dir()),
+                            self.folder)
+            raise RunLockError(
+                f"{self.what} {self.folder} cannot be used as an output folder: {blocking} is a file, not a folder; "
+                f"choose another {self.what} or move that file away."
+            ) from None
         key = self.folder.resolve() / self.path.name
         with _GUARD:
             entry = _HELD.get(key)
@@ -162,7 +189,7 @@ class RunLock:
         tmp = self.folder / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         tmp.write_text(json.dumps(info) + "\n")
         try:
-            for _ in range(3):
+            for _ in range(5):
                 try:
                     os.link(tmp, self.path)  # atomic: fails when the lock exists, never leaves it half-written
                     return
@@ -190,14 +217,21 @@ class RunLock:
                         f"{self.path}. Two runs into one folder overwrite each other's files: wait for it to end "
                         f"or choose another {self.what}."
                     )
-                logger.warning(
-                    "taking over the stale lock %s of %s %s: its owner, %s, is no longer running.",
-                    self.path, self.what, self.folder, _describe(owner),
-                )
-                try:
+                # Deleting the stale lock must be atomic with judging it: a racer that read the same stale content
+                # must not delete the lock another racer has just created in its place. Under the folder's flock
+                # only one process at a time re-reads and deletes, and only the very lock it judged stale.
+                with _takeover_guard(self.folder):
+                    try:
+                        still = _read(self.path)
+                    except FileNotFoundError:
+                        continue  # released or taken over meanwhile: try to create it again
+                    if still != owner:
+                        continue  # another run took it over meanwhile: judge its lock afresh
+                    logger.warning(
+                        "taking over the stale lock %s of %s %s: its owner, %s, is no longer running.",
+                        self.path, self.what, self.folder, _describe(owner),
+                    )
                     self.path.unlink()
-                except FileNotFoundError:
-                    pass
             raise RunLockError(f"could not take the lock {self.path} of {self.what} {self.folder}: other processes "
                                "keep taking it; is another run starting into this folder?")
         finally:

@@ -205,3 +205,14 @@ def test_errors_inside_the_bundle_are_raised_as_themselves(demo_task: dict[str, 
         run_classify_bundle(demo_task["train"], demo_task["val"], tmp_path / "run", init=str(missing), epochs=1,
                             **TINY)
     assert any("while running the classify bundle" in note for note in getattr(err.value, "__notes__", []))
+
+
+def test_a_damaged_init_checkpoint_surfaces_the_projects_message(demo_task: dict[str, list[dict]],
+                                                                  tmp_path: Path) -> None:
+    # the chain is MONAI's "Failed to evaluate" <- the project's "encoder checkpoint ... truncated" <- torch's
+    # "PytorchStreamReader failed": the project's explanation, naming the file, is what comes out
+    path = save_encoder(ResNet18Encoder(), tmp_path / "encoder.pt", method="modan")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"truncated") as err:
+        run_classify_bundle(demo_task["train"], demo_task["val"], tmp_path / "run", init=str(path), epochs=1, **TINY)
+    assert str(path) in str(err.value) and "PytorchStreamReader" not in str(err.value).splitlines()[0]

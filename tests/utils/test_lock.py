@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -73,3 +74,42 @@ def test_foreign_or_damaged_lock_is_refused(tmp_path: Path, content: dict | None
     with pytest.raises(RunLockError, match=match) as err:
         lock_output_dir(tmp_path)
     assert str(tmp_path / LOCK_NAME) in str(err.value)
+
+
+def _race_for_the_lock(folder: str, start, done, results) -> None:
+    """A racer: wait for the start, try the lock once, report, and hold it until every racer has reported."""
+    start.wait()
+    try:
+        lock = RunLock(folder, what="--out").acquire()
+    except RunLockError:
+        results.put((os.getpid(), False))
+        return
+    results.put((os.getpid(), True))
+    done.wait(30)  # a holder keeps the lock while the others try: two holders at once would both report True
+    lock.release()
+
+
+def test_racing_runs_take_a_stale_lock_exactly_once(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": 0.0, "command": "x"})
+    context = multiprocessing.get_context("fork")
+    racers, trials = 6, 20
+    for trial in range(trials):
+        folder = tmp_path / f"trial{trial}"
+        folder.mkdir()
+        (folder / LOCK_NAME).write_text(stale)
+        start, done, results = context.Event(), context.Event(), context.Queue()
+        procs = [context.Process(target=_race_for_the_lock, args=(str(folder), start, done, results))
+                 for _ in range(racers)]
+        for proc in procs:
+            proc.start()
+        start.set()
+        try:
+            outcomes = [results.get(timeout=30) for _ in procs]
+        finally:
+            done.set()
+            for proc in procs:
+                proc.join(30)
+        holders = [pid for pid, held in outcomes if held]
+        assert len(holders) == 1, f"trial {trial}: {len(holders)} racers hold the stale lock of {folder} at once"
+        assert not (folder / LOCK_NAME).exists()  # the holder released it
