@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -191,6 +192,23 @@ def _execute(run: SegmentationRun, bundle: Path, root: Path, overrides: Mapping[
     return {**row, **{str(k): float(v) for k, v in metrics.items()}}
 
 
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and end the running ones now (a rerun redoes them; checkpoints are atomic).
+
+    SIGTERM first: a worker's run unwinds (its data loaders and their semaphores are released), then it is killed
+    if it still lives after 30 s.
+    """
+    pool.shutdown(wait=False, cancel_futures=True)
+    workers = multiprocessing.active_children()  # the pool's workers: run_grid starts no other process
+    for child in workers:
+        child.terminate()
+    for child in workers:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
 def run_grid(
     runs: Sequence[SegmentationRun],
     out: str | Path,
@@ -234,7 +252,10 @@ def run_grid(
     failures: dict[int, BaseException] = {}
     # spawned workers: no fork of a process holding torch threads; each imports the package once
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=context) as pool:
+    # workers ignore Ctrl-C (a terminal sends it to the whole process group): this process stops them (_stop_pool)
+    pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=context,
+                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    try:
         futures: dict[Future, int] = {
             pool.submit(_execute, run, Path(bundle), root, dict(overrides or {}), threads_per_job): i
             for i, run in enumerate(todo)
@@ -250,6 +271,11 @@ def run_grid(
             line = pd.DataFrame([row]).to_csv(header=header, index=False, lineterminator="\n")
             atomic_append_text(results_path, line)
             logger.info("%s: test_mean_dice %.4f", todo[futures[future]].name, row.get("test_mean_dice", float("nan")))
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the finished runs are in results.csv, a rerun does the rest
+        _stop_pool(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True)  # at once after _stop_pool
     if failures:
         raise failures[min(failures)]
     return pd.read_csv(results_path, dtype={"init": str, "n_train": str, "init_spec": str})

@@ -81,6 +81,11 @@ def die_by_received_signal() -> None:
     signum = _RECEIVED.get("exit_by")
     if signum is None or os.getpid() != _RECEIVED.get("exit_pid"):
         return
+    # multiprocessing's own exit handler may be registered before this one (so due after it): run it now, or the
+    # queues of a process pool are never finalised and its resource tracker warns of leaked semaphores last
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util._exit_function()  # noqa: SLF001 - the stdlib offers no public call for it
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +17,9 @@ from modan_monai.data.demo_segmentation import demo_segmentation_manifest
 from modan_monai.evaluation.segmentation_grid import plan_runs, segmentation_markdown, segmentation_summary
 from modan_monai.networks import save_encoder
 from modan_monai.networks.nets.cb_resnet_encoder import CBResNet18Encoder
+from modan_monai.utils import LOCK_NAME
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 def test_plan_reads_the_arch_from_the_checkpoint(tmp_path: Path) -> None:
     path = save_encoder(CBResNet18Encoder(), tmp_path / "cb.pt")
@@ -102,3 +110,47 @@ def test_an_image_size_the_unet_cannot_take_stops_the_grid_first(
     assert ("error: init scratch (scratch): image_size 40 does not fit the segmentation U-Net on modan_resnet18_3x3: "
             "its encoder downsamples by 16") in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_stops_the_grid_and_its_workers_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (as from a terminal): the workers ignore it, the grid ends them at
+    once and the script prints one line, with the lock released and no worker left behind."""
+    manifest = demo_segmentation_manifest(tmp_path / "data", size=32, n_images=10)
+    out = tmp_path / "out"
+    command = [sys.executable, str(SCRIPTS / "run_segmentation.py"), "--manifest", str(manifest),
+               "--structures", "['heart']", "--init", "scratch", "--few-shot", "3", "--seeds", "0", "1",
+               "--image-size", "32", "--epochs", "50", "--samples-per-epoch", "6", "--batch-size", "3",
+               "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("scratch/*/checkpoint_epoch=*.pt")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.5)
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert workers, "the grid's worker processes were not found"
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), stderr[-3000:]
+    assert "Traceback" not in stderr and lines[-1].startswith("interrupted"), stderr[-3000:]
+    assert "run the same command to resume" in lines[-1]
+    assert not (out / LOCK_NAME).exists()
+    # the workers (and multiprocessing's resource tracker, which ends once the grid has) are gone
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text().lower()
+    except FileNotFoundError:
+        return False
