@@ -16,7 +16,10 @@ event files; two ``run_cv.py`` runs into one ``--out`` write every fold twice. :
 - the same process may take the lock of a folder again (a count, released when it drops to zero), and may
   hold several folders at once (``run_cv.py`` locks ``--out``, each fold's classify bundle its subfolder);
 - every lock still held is released when the process exits (``atexit``, also after an error); a forked child
-  never releases its parent's locks.
+  never releases its parent's locks;
+- while a process holds a lock, SIGTERM raises ``KeyboardInterrupt`` in it as Ctrl-C does
+  (:func:`~modan_monai.utils.interrupt.sigterm_as_interrupt`), so a run stopped by ``kill`` or a scheduler at
+  any point, its start-up included, still releases the lock and ends with one line.
 
 In a distributed run (env ``RANK`` set) only global rank 0 takes the lock: the other ranks share its folder.
 """
@@ -39,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from .distributed import process_rank
+from .interrupt import sigterm_as_interrupt
 
 __all__ = ["LOCK_NAME", "RunLock", "RunLockError", "lock_output_dir"]
 
@@ -50,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: resolved lock file -> [owner pid, hold count] of the locks this process holds
 _HELD: dict[Path, list[int]] = {}
 _GUARD = threading.Lock()
+#: SIGTERM as an interrupt while this process holds any lock (entered with the first, closed with the last)
+_SIGTERM = contextlib.ExitStack()
 
 
 class RunLockError(RuntimeError):
@@ -157,6 +163,8 @@ class RunLock:
                 self._key = key
                 return self
             self._create()
+            if not _HELD:
+                _SIGTERM.enter_context(sigterm_as_interrupt())
             _HELD[key] = [os.getpid(), 1]
             self._key = key
         return self
@@ -172,6 +180,8 @@ class RunLock:
             if entry[1] > 0:
                 return
             del _HELD[key]  # type: ignore[arg-type]
+            if not _HELD:
+                _SIGTERM.close()
         self._key = None
         _remove_if_ours(key)  # type: ignore[arg-type]
 

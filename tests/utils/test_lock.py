@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -113,3 +114,18 @@ def test_racing_runs_take_a_stale_lock_exactly_once(tmp_path: Path) -> None:
         holders = [pid for pid, held in outcomes if held]
         assert len(holders) == 1, f"trial {trial}: {len(holders)} racers hold the stale lock of {folder} at once"
         assert not (folder / LOCK_NAME).exists()  # the holder released it
+
+
+def test_sigterm_while_a_lock_is_held_releases_it_with_one_line(tmp_path: Path) -> None:
+    """SIGTERM at any point of a run (its start-up too, before the trainer runs) ends it with one line, unlocked."""
+    code = ("import sys, time\nfrom modan_monai.utils import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+            "print('locked', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    assert (tmp_path / LOCK_NAME).is_file()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, stderr
+    assert stderr.strip().splitlines() == ["interrupted (SIGTERM); run the same command to resume"]
+    assert not (tmp_path / LOCK_NAME).exists()
