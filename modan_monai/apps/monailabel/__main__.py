@@ -6,8 +6,9 @@ Usage::
     python -m modan_monai.apps.monailabel start_server --studies STUDIES [--conf KEY VALUE ...] [monailabel options]
 
 ``start_server`` is ``monailabel start_server`` (all its options) run by this Python, with
-:mod:`~modan_monai.apps.monailabel.compat` applied first, ``--app`` defaulting to the app folder (a given ``--app`` folder without ``main.py`` gets the app's) and ``--host``
-to ``127.0.0.1`` (MONAI Label's own default, ``0.0.0.0``, listens on every interface).
+:mod:`~modan_monai.apps.monailabel.compat` applied first, ``--app`` defaulting to the app folder (a given ``--app`` folder without ``main.py`` gets the app's), ``--host``
+to ``127.0.0.1`` (MONAI Label's own default, ``0.0.0.0``, listens on every interface) and ``--uvicorn_app`` to
+:mod:`modan_monai.apps.monailabel.server` (no cross-origin access unless ``--conf cors_origins`` lists origins).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         write_app_dir(app)
     if not _has(rest, "-i", "--host"):
         rest = ["--host", "127.0.0.1", *rest]
+    if not _has(rest, "--uvicorn_app"):
+        rest = ["--uvicorn_app", "modan_monai.apps.monailabel.server:app", *rest]
     from monailabel.main import Main
 
     sys.argv = ["monailabel", "start_server", *rest]

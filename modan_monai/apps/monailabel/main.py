@@ -11,16 +11,21 @@ the model zoo, and no SAM2 task is added. ``--conf`` keys (all optional):
   (e.g. ``{"structures": ["heart", "lungs", "clavicles"], "image_size": 128}``: the ids the model was trained
   with);
 - ``modality``: modality of the images when a request names none (e.g. ``CT``);
-- ``work_dir``: folder of the training rounds (default ``<studies>/.modan_monai``).
+- ``work_dir``: folder of the training rounds (default ``<studies>/.modan_monai``);
+- ``cors_origins``: origins (``http://host:port``, comma-separated) whose web pages may call the server (read by
+  :mod:`~modan_monai.apps.monailabel.server`; default none).
 
 Errors a request can cause (an unreadable image, a model without weights, an unknown model, a label map with
 undeclared values) are answered with an HTTP error whose ``detail`` names the image / model / values; the server
-keeps serving.
+keeps serving. The app reads, writes and deletes only inside the studies folder
+(:class:`~modan_monai.apps.monailabel.lib.datastore.ConfinedDatastore`): ``/infer`` takes a datastore image id or
+the request's own upload, nothing else; answers name files relative to the datastore and models by name.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,9 @@ from modan_monai.apps.monailabel import compat
 compat.apply()  # before monailabel's imports reach pydicom-seg and torchvision
 
 from fastapi import HTTPException  # noqa: E402
+from monailabel.config import settings  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag  # noqa: E402
 from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
@@ -44,7 +51,10 @@ from modan_monai.apps.monailabel.lib.bundle import (  # noqa: E402
     parse_overrides,
     repository_bundle,
 )
+from modan_monai.apps.monailabel.lib.datastore import ConfinedDatastore  # noqa: E402
 from modan_monai.apps.monailabel.lib.infer_classify import ClassificationInfer  # noqa: E402
+from modan_monai.apps.monailabel.lib import uploads  # noqa: E402
+from modan_monai.apps.monailabel.lib.safety import plain_name  # noqa: E402
 from modan_monai.apps.monailabel.lib.infer_segment import SegmentationInfer  # noqa: E402
 from modan_monai.apps.monailabel.lib.train_segment import SegmentationTrain  # noqa: E402
 
@@ -62,12 +72,19 @@ def _served(name: str, conf: dict[str, str]) -> ServedBundle:
     )
 
 
-def _http_error(err: Exception, what: str) -> HTTPException:
+def _http_error(err: Exception, what: str, names: dict[str, str] | None = None) -> HTTPException:
+    """An HTTP error for ``err``; ``names`` maps server paths in its message to what the client asked for."""
+    if isinstance(err, HTTPException):
+        return err
     if isinstance(err, ServingError):
-        return HTTPException(status_code=err.status, detail=err.message)
+        message = err.message
+        for path, name in sorted((names or {}).items(), key=lambda item: -len(item[0])):
+            message = message.replace(path, name)
+        return HTTPException(status_code=err.status, detail=message)
     if isinstance(err, MONAILabelException):
         return HTTPException(status_code=404, detail=f"{what}: {err.msg}")
-    return HTTPException(status_code=500, detail=f"{what}: {type(err).__name__}: {err}")
+    # an unexpected failure: its text may hold server paths; the server log has it in full
+    return HTTPException(status_code=500, detail=f"{what}: internal error ({type(err).__name__}); see the server log")
 
 
 class ModanMonaiApp(MONAILabelApp):
@@ -96,6 +113,27 @@ class ModanMonaiApp(MONAILabelApp):
             version=modan_monai.__version__,
         )
 
+    def init_datastore(self) -> Datastore:
+        """The studies folder as a :class:`ConfinedDatastore` (a DICOMweb / remote studies URL is refused)."""
+        if self.studies.startswith(("http://", "https://")):
+            raise ValueError(f"--studies {self.studies}: this app serves a local folder of images")
+        return ConfinedDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def _load_sessions(self, load: bool = False) -> None:
+        """No sessions: they keep uploads in a folder outside the datastore (``/session`` answers 406)."""
+        return None
+
+    def _model(self, request: dict[str, Any], tasks: dict[str, Any], what: str) -> str:
+        model = plain_name(request.get("model"), "model")
+        if model not in tasks:
+            raise ServingError(404, f"parameter model: no {what} model {model!r}; this app has {sorted(tasks)}")
+        return model
+
     def init_infers(self) -> dict[str, InferTask]:
         """``segment`` (segmentation) and ``classify`` (classification), as configured."""
         infers: dict[str, InferTask] = {}
@@ -117,16 +155,67 @@ class ModanMonaiApp(MONAILabelApp):
         return {"random": Random(), "first": First()}
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """MONAI Label's infer; refused requests become HTTP errors naming the image / model."""
+        """MONAI Label's infer on a datastore image id or the request's own upload, nothing else.
+
+        A missing id, an id that is not a plain name and one whose file leads out of the datastore get the same
+        404 naming the id; refused requests become HTTP errors naming the image (relative to the datastore) or
+        the upload, and the model.
+        """
+        names: dict[str, str] = {}
         try:
-            return super().infer(request, datastore)
+            model = self._model(request, self._infers, "inference")
+            store = datastore if datastore is not None else self.datastore()
+            image = request.get("image")
+            request = dict(request)
+            if uploads.is_request_upload(image):
+                names[image] = "upload" + "".join(Path(image).suffixes)
+                request["save_label"] = False
+            else:
+                path = store.image_file(image, "image")
+                names[path] = str(image)
+                request["image"] = path  # an existing file: MONAI Label uses it as is
+            result = super().infer(request, store)
+            tag = request.get("label_tag") or DefaultLabelTag.ORIGINAL.value
+            if request.get("save_label") and result.get("file") and os.path.isfile(result["file"]):
+                plain_name(tag, "label_tag")
+                result["label"] = store.save_label(str(image), result["file"], tag,
+                                                   {"model": model, "params": result.get("params")})
+                result["tag"] = tag
+            return result
         except Exception as err:  # noqa: BLE001 - every failure is answered, the server keeps serving
             logger.warning(f"infer {request.get('model')!r} on {request.get('image')!r} failed: {err}")
-            raise _http_error(err, f"model {request.get('model')!r}") from err
+            raise _http_error(err, f"model {request.get('model')!r}", names) from err
+
+    def infer_wsi(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """No whole-slide inference: the served bundles take 2D images and volume slices (``/infer`` serves them)."""
+        raise HTTPException(status_code=404, detail="parameter model: this app serves no whole-slide model; use "
+                                                    "/infer/<model>")
+
+    def batch_infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """MONAI Label's batch infer over datastore ids (each through :meth:`infer`); listed ids must exist."""
+        try:
+            self._model(request, self._infers, "inference")
+            images = request.get("images")
+            if isinstance(images, list):
+                store = datastore if datastore is not None else self.datastore()
+                for image in images:
+                    store.image_file(image, "images")
+        except ServingError as err:
+            raise _http_error(err, "batch infer") from err
+        return super().batch_infer(request, datastore)
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """MONAI Label's next sample, its ``path`` relative to the datastore."""
+        plain_name(request.get("strategy") or "random", "strategy")
+        result = super().next_sample(request)
+        if result.get("path"):
+            result["path"] = self.datastore().relative(result["path"])
+        return result
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's train; refused rounds become HTTP errors (with ``run_sync=true``) naming the cause."""
         try:
+            self._model(request, self._trainers, "training")
             return super().train(request)
         except Exception as err:  # noqa: BLE001
             logger.warning(f"train {request.get('model')!r} failed: {err}")

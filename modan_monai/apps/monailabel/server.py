@@ -1,13 +1,261 @@
-"""MONAI Label's ASGI app with :mod:`modan_monai.apps.monailabel.compat` applied first.
+"""MONAI Label's ASGI app with :mod:`modan_monai.apps.monailabel.compat` applied first, made safe to expose.
 
 For ``monailabel start_server --uvicorn_app modan_monai.apps.monailabel.server:app ...`` (what
-``python -m modan_monai.apps.monailabel start_server`` amounts to).
+``python -m modan_monai.apps.monailabel start_server`` runs). On top of MONAI Label's app:
+
+- **CORS**: no cross-origin access unless the operator lists origins with ``--conf cors_origins
+  "http://viewer:3000,https://ohif.example.org"`` (or MONAI Label's ``MONAI_LABEL_CORS_ORIGINS`` setting):
+  MONAI Label's default answers every origin's preflight with that origin and ``allow-credentials: true``.
+- **Requests**: JSON parameters (``params``, ``info``) must be objects of finite numbers, ``/infer`` needs an
+  ``image`` id or a ``file``, and ``session_id`` is refused (the app keeps no sessions): each a 4xx naming the
+  parameter. Ids, tags and model names are checked where they meet the files
+  (:class:`~modan_monai.apps.monailabel.lib.datastore.ConfinedDatastore`, the app's ``infer`` / ``train``).
+- **Uploads**: every request gets its own temporary folder, deleted when it ends, success or failure
+  (:mod:`~modan_monai.apps.monailabel.lib.uploads`).
+- **Answers**: a refusal is ``{"detail": ...}`` with its status; an unexpected error is a 500 without its text or
+  a traceback (the server log has both); JSON and text bodies name files relative to the datastore and the app's
+  other folders by placeholder (``<app>``, ``<segment model>``, ``<tmp>`` ...), never by absolute path.
+- The DICOMweb proxy (``/proxy/dicom``) answers 404 (the app serves a local folder), and the served weights
+  cannot be uploaded or deleted over HTTP (``PUT`` / ``DELETE /model/<name>``: 403).
 """
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
 
 from modan_monai.apps.monailabel import compat
 
 compat.apply()
 
+from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
 from monailabel.app import app  # noqa: E402
+from monailabel.config import settings  # noqa: E402
+from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
+from starlette.requests import Request  # noqa: E402
 
-__all__ = ["app"]
+from modan_monai.apps.monailabel.lib import uploads  # noqa: E402
+from modan_monai.apps.monailabel.lib.bundle import ServingError  # noqa: E402
+from modan_monai.apps.monailabel.lib.safety import json_object  # noqa: E402
+
+__all__ = ["GuardMiddleware", "app", "check_request", "cors_origins", "path_replacements", "scrub"]
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+#: form / query parameters holding a JSON object
+JSON_PARAMETERS = ("params", "info")
+
+
+def cors_origins(conf_value: str | None, setting: list[Any] | None = None) -> list[str]:
+    """The origins allowed cross-origin access: ``--conf cors_origins`` (comma-separated) and the setting.
+
+    Raises:
+        ValueError: an origin is not ``http(s)://host[:port]`` or ``*`` (naming ``--conf cors_origins``).
+    """
+    origins = [o.strip() for o in (conf_value or "").split(",") if o.strip()]
+    origins += [str(o).rstrip("/") for o in setting or []]
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/")):
+            raise ValueError(f"--conf cors_origins: {origin!r} is not an origin (http://host:port or https://host)")
+    return [o.rstrip("/") for o in origins]
+
+
+def path_replacements() -> list[tuple[str, str]]:
+    """``(absolute path, what answers say instead)`` for the server's folders, longest first."""
+    pairs: list[tuple[str, str]] = []
+    studies = settings.MONAI_LABEL_STUDIES
+    if studies and not studies.startswith(("http://", "https://")):
+        for root in {studies.rstrip(os.sep), os.path.realpath(studies)}:
+            pairs += [(root + os.sep, ""), (root, "<datastore>")]
+    named = {"<app>": settings.MONAI_LABEL_APP_DIR, "<tmp>": uploads.system_tempdir(),
+             "<python>": sys.prefix, "~": os.path.expanduser("~")}
+    try:
+        from monailabel.interfaces.utils.app import app_instance
+
+        instance = app_instance()
+        for name, served in getattr(instance, "served", {}).items():
+            named[f"<{name} model>"] = str(served.model_path)
+            named[f"<{name} bundle>"] = str(served.bundle_dir)
+        named["<work_dir>"] = str(getattr(instance, "work_dir", ""))
+    except Exception:  # noqa: BLE001 - before the app is loaded there is nothing more to name
+        pass
+    for label, path in named.items():
+        if path and os.path.isabs(path) and path != os.sep:
+            for p in {path.rstrip(os.sep), os.path.realpath(path)}:
+                pairs.append((p, label))
+    return sorted(set(pairs), key=lambda pair: -len(pair[0]))
+
+
+def scrub(text: str, replacements: list[tuple[str, str]]) -> str:
+    """``text`` with each absolute path of ``replacements`` replaced (see :func:`path_replacements`)."""
+    for path, label in replacements:
+        if path in text:
+            # a folder ends where a name character does not follow: '/root' is not replaced in '/rooted'
+            end = "" if path.endswith(os.sep) else r"(?![\w.-])"
+            text = re.sub(re.escape(path) + end, lambda _: label, text)
+    return text
+
+
+async def _read_body(receive: Callable) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def check_request(scope: Scope, body: bytes, receive: Callable) -> None:
+    """The request-level checks (see the module docstring).
+
+    Raises:
+        ServingError: a JSON parameter that is not an object of finite numbers (422), a ``session_id`` (400), an
+            ``/infer`` request with neither ``image`` nor ``file`` (422), a ``PUT`` / ``DELETE`` of ``/model/``
+            (403); each naming the parameter.
+    """
+    path = scope.get("path", "")
+    if scope.get("method") in ("PUT", "DELETE") and path.startswith("/model/"):
+        raise ServingError(403, "parameter model: the served weights are set on the server (--conf <model>_model) "
+                                "and replaced by training rounds; they are not uploaded or deleted over HTTP")
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    if any(query.get("session_id", [])):
+        raise ServingError(400, "parameter session_id: this app keeps no sessions; give image (a datastore image id) "
+                                "or upload the image as file")
+    for name in JSON_PARAMETERS:
+        for value in query.get(name, []):
+            json_object(value, name, empty_ok=name == "params")
+    fields: dict[str, list[Any]] = {}
+    kind = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+    if body and kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        try:
+            form = await Request(scope, _replay(body, receive)).form()
+        except Exception:  # noqa: BLE001 - a body the parser refuses is answered by the endpoint
+            form = None
+        if form is not None:
+            try:
+                for key, value in form.multi_items():
+                    fields.setdefault(key, []).append(value)
+            finally:
+                await form.close()
+    for name in JSON_PARAMETERS:
+        for value in fields.get(name, []):
+            if isinstance(value, str):
+                json_object(value, name, empty_ok=name == "params")
+    if scope.get("method") == "POST" and path.startswith("/infer/"):
+        has_file = any(not isinstance(v, str) for v in fields.get("file", []))
+        if not any(query.get("image", [])) and not has_file:
+            raise ServingError(422, "parameter image: give a datastore image id (image=...) or upload the image "
+                                    "(file=...)")
+
+
+class GuardMiddleware:
+    """Request checks, a per-request upload folder and path-free JSON / text answers (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("path", "").startswith("/proxy/"):
+            response = JSONResponse({"detail": "the DICOMweb proxy serves DICOMweb datastores; this app serves a "
+                                               "local folder"}, status_code=404)
+            await response(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+
+        async def send_scrubbed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                kind = headers.get(b"content-type", b"").decode("latin-1")
+                if kind.startswith(("application/json", "text/")):
+                    held["start"], held["body"] = message, []
+                    return
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and "start" in held:
+                held["body"].append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = b"".join(held["body"]).decode("utf-8", errors="surrogateescape")
+                data = scrub(body, path_replacements()).encode("utf-8", errors="surrogateescape")
+                start = held.pop("start")
+                start["headers"] = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                start["headers"].append((b"content-length", str(len(data)).encode()))
+                await send(start)
+                await send({"type": "http.response.body", "body": data})
+                return
+            await send(message)
+
+        with uploads.request_folder():
+            has_body = scope.get("method") in ("POST", "PUT", "PATCH", "DELETE")
+            body = await _read_body(receive) if has_body else b""
+            try:
+                await check_request(scope, body, receive)
+            except ServingError as err:
+                await JSONResponse({"detail": err.message}, status_code=err.status)(scope, receive, send_scrubbed)
+                return
+            await self.app(scope, _replay(body, receive) if has_body else receive, send_scrubbed)
+
+
+async def _serving_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, ServingError)
+    return JSONResponse({"detail": scrub(err.message, path_replacements())}, status_code=err.status)
+
+
+async def _monailabel_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, MONAILabelException)
+    return JSONResponse({"detail": scrub(str(err.msg), path_replacements())}, status_code=400)
+
+
+async def _internal_error(request: Request, err: Exception) -> JSONResponse:
+    logger.error(f"{request.method} {request.url.path} failed: {type(err).__name__}: {err}", exc_info=err)
+    return JSONResponse({"detail": f"internal server error ({type(err).__name__}); the server log has the details"},
+                        status_code=500)
+
+
+def _configure(application: Any) -> None:
+    origins = cors_origins(str(settings.MONAI_LABEL_APP_CONF.get("cors_origins") or ""),
+                           settings.MONAI_LABEL_CORS_ORIGINS)
+    application.user_middleware = [m for m in application.user_middleware if m.cls is not CORSMiddleware]
+    application.add_middleware(GuardMiddleware)
+    if origins:
+        application.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins,
+                                   allow_methods=["*"], allow_headers=["*"])
+    # MONAI Label's app printed "Allow Origins: ['*']" on import: say what holds
+    print(f"modan_monai: cross-origin access allowed for {origins or 'no origin'} (--conf cors_origins)")
+    application.add_exception_handler(ServingError, _serving_error)
+    application.add_exception_handler(MONAILabelException, _monailabel_error)
+    application.add_exception_handler(Exception, _internal_error)
+    uploads.install()
+
+
+_configure(app)

@@ -114,9 +114,12 @@ class ServedBundle:
         return f"{self.metadata.get('task', self.name)} (bundle {self.bundle_dir.name} {self.metadata.get('version', '')})"
 
     def weights_info(self) -> dict[str, Any]:
-        """Which weights the last request used: ``{"model_file", "model_mtime_ns"}`` (part of every result)."""
+        """Which weights the last request used: ``{"model", "model_mtime_ns"}`` (part of every result).
+
+        The model is named, not its file: answers hold no server path.
+        """
         cached = self._network
-        return {"model_file": str(self.model_path), "model_mtime_ns": cached[1] if cached else None}
+        return {"model": self.name, "model_mtime_ns": cached[1] if cached else None}
 
     def network(self, device: torch.device) -> torch.nn.Module:
         """The bundle's ``network_def`` with the served weights, in eval mode; reloaded when the file changes.
@@ -125,10 +128,11 @@ class ServedBundle:
             ServingError: (404) the weights file does not exist; (500) it does not load into ``network_def``.
         """
         if not self.model_path.is_file():
+            logger.warning(f"model {self.name!r}: weights file {self.model_path} does not exist")
             raise ServingError(
                 404,
-                f"model {self.name!r} has no weights file: {self.model_path} does not exist (train the bundle, or "
-                f"start the server with --conf {self.name}_model <path to model.pt>)",
+                f"model {self.name!r} has no weights file: its {self.model_path.name} does not exist (train the "
+                f"bundle, or start the server with --conf {self.name}_model <path to model.pt>)",
             )
         stamp = self.model_path.stat().st_mtime_ns
         with self._lock:
@@ -139,7 +143,8 @@ class ServedBundle:
             try:
                 load_model_weights(network, self.model_path, what=f"model {self.name!r} weights")
             except (ValueError, FileNotFoundError) as err:
-                raise ServingError(500, str(err)) from err
+                logger.warning(f"model {self.name!r}: {err}")
+                raise ServingError(500, str(err).replace(str(self.model_path), f"<{self.name} model>")) from err
             network = network.to(device).eval()
             if cached is not None:
                 logger.info(f"model {self.name!r}: {self.model_path} changed, weights reloaded")

@@ -26,7 +26,7 @@ class ClassificationInfer(BundleRowsInferTask):
 
     The result JSON holds ``probabilities`` (``{class name: p}``, summing to 1), ``label`` (the most probable
     class), ``score`` (its probability), MONAI Label's ``prediction`` list (``[{"idx", "label", "score"}]``) and
-    the weights used (``model_file``, ``model_mtime_ns``).
+    the weights used (``model``: the model name, ``model_mtime_ns``).
 
     Args:
         bundle: the served classify bundle.

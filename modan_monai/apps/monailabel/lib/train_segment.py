@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -34,12 +35,65 @@ from modan_monai.data.readers import read_image_row
 from modan_monai.evaluation.segmentation_grid import bundle_cli_value
 from modan_monai.transforms.label_map import label_map_to_structures
 
-__all__ = ["SegmentationTrain", "write_training_manifest"]
+__all__ = ["TRAIN_DEFAULTS", "TRAIN_LIMITS", "SegmentationTrain", "train_params", "write_training_manifest"]
 
 logger = logging.getLogger(__name__)
 
 #: request parameters of a round and their defaults (shown in /info/ under the trainer's config)
 TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 2, "batch_size": 4, "learning_rate": 1e-4, "val_fraction": 0.25, "seed": 0}
+#: the accepted range of each parameter: ``(low, high, low inclusive, high inclusive)``
+TRAIN_LIMITS: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (1, 100_000, True, True),
+    "batch_size": (1, 65_536, True, True),
+    "learning_rate": (0.0, 10.0, False, True),
+    "val_fraction": (0.0, 1.0, False, False),
+    "seed": (0, 2**32 - 1, True, True),
+}
+
+
+def _train_value(key: str, value: Any, default: Any) -> Any:
+    kind = type(default).__name__
+    bad = ServingError(422, f"model 'segment': training parameter {key}={value!r} is not a{'n' if kind == 'int' else ''} "
+                            f"{kind}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise bad
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise bad from None
+    if not math.isfinite(number):
+        raise ServingError(422, f"model 'segment': training parameter {key}={value!r} is not a finite number")
+    if isinstance(default, int):
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                raise bad from None
+        if number != int(number):
+            raise bad
+        number = int(number)
+    low, high, low_in, high_in = TRAIN_LIMITS[key]
+    if (number < low or (number == low and not low_in)) or (number > high or (number == high and not high_in)):
+        interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise ServingError(422, f"model 'segment': training parameter {key}={value!r} is out of range {interval}")
+    return number
+
+
+def train_params(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The round's parameters from a training request, each checked (type, finite, range).
+
+    Raises:
+        ServingError: (422) a parameter is not a number of its type, not finite, or out of :data:`TRAIN_LIMITS`
+            (naming it and the value).
+    """
+    return {key: _train_value(key, request.get(key, default), default) for key, default in TRAIN_DEFAULTS.items()}
+
+
+def _shown(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` (the datastore) when it lies inside it."""
+    if root and os.path.realpath(path).startswith(os.path.realpath(root) + os.sep):
+        return os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    return path
 
 
 def _write_mask(mask: np.ndarray, like: str, path_stem: Path) -> str:
@@ -67,6 +121,7 @@ def write_training_manifest(
     modality: str = "",
     val_fraction: float = 0.25,
     seed: int = 0,
+    display_root: str | None = None,
 ) -> Path:
     """Turn ``{"image", "label"}`` pairs (label maps) into a segment-bundle manifest with ``mask_<structure>``.
 
@@ -77,6 +132,7 @@ def write_training_manifest(
         modality: the manifest's modality column.
         val_fraction: share of the images in the ``val`` split (at least one; at least one stays in ``train``).
         seed: seed of the split.
+        display_root: errors name files relative to this folder (the datastore) when they lie inside it.
 
     Returns:
         The manifest path.
@@ -93,16 +149,18 @@ def write_training_manifest(
     rows = []
     for i, pair in enumerate(sorted(pairs, key=lambda p: p["image"])):
         image, label = str(pair["image"]), str(pair["label"])
+        image_name, label_name = _shown(image, display_root), _shown(label, display_root)
         try:
             image_arr, _ = read_image_row({"image": image})
             label_arr, _ = read_image_row({"image": label})
         except (ValueError, FileNotFoundError, OSError) as err:
-            raise ServingError(422, f"model 'segment': training pair {image} / {label}: {err}") from err
+            message = str(err).replace(image, image_name).replace(label, label_name)
+            raise ServingError(422, f"model 'segment': training pair {image_name} / {label_name}: {message}") from err
         if tuple(label_arr.shape) != tuple(image_arr.shape):
-            raise ServingError(422, f"model 'segment': label {label} has size {tuple(label_arr.shape)}, its image "
-                                    f"{image} {tuple(image_arr.shape)}")
+            raise ServingError(422, f"model 'segment': label {label_name} has size {tuple(label_arr.shape)}, its "
+                                    f"image {image_name} {tuple(image_arr.shape)}")
         try:
-            masks = label_map_to_structures(label_arr, len(structures), source=f"label {label}")
+            masks = label_map_to_structures(label_arr, len(structures), source=f"label {label_name}")
         except ValueError as err:
             raise ServingError(422, f"model 'segment': {err} (labels: {dict(enumerate(structures, 1))})") from err
         row: dict[str, Any] = {"path": image, "modality": modality, "anatomy": "", "dataset": "monailabel",
@@ -156,18 +214,18 @@ class SegmentationTrain(TrainTask):
         return cmd
 
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
-        """Run one round; returns the new model's path, its validation Dice and the round's folder."""
+        """Run one round; returns the model name, its validation Dice, the batch size used and the round's folder.
+
+        The parameters are checked first (:func:`train_params`); a ``batch_size`` larger than the training split's
+        rows is clamped to that number (logged), so the documented minimum of 2 labelled images trains.
+        """
         start = time.time()
-        params = {}
-        for key, default in TRAIN_DEFAULTS.items():
-            try:
-                params[key] = type(default)(request.get(key, default))
-            except (TypeError, ValueError):
-                raise ServingError(422, f"model 'segment': training parameter {key}={request.get(key)!r} is not "
-                                        f"a {type(default).__name__}") from None
+        params = train_params(request)
         served = self.bundle.model_path
         if not served.is_file():
-            raise ServingError(404, f"model 'segment' has no weights file to fine-tune: {served} does not exist")
+            logger.warning(f"segment training: the served weights {served} do not exist")
+            raise ServingError(404, f"model 'segment' has no weights file to fine-tune: its {served.name} does not "
+                                    "exist (start the server with --conf segment_model <path to model.pt>)")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         round_dir = Path(tempfile.mkdtemp(prefix=time.strftime("round_%Y%m%d_%H%M%S_"), dir=self.work_dir))
         structures = list(self.bundle.get("structure_names"))
@@ -175,7 +233,13 @@ class SegmentationTrain(TrainTask):
             datastore.datalist(), structures, round_dir,
             modality=str(request.get("modality") or self.default_modality or ""),
             val_fraction=params["val_fraction"], seed=params["seed"],
+            display_root=getattr(datastore, "root", None),
         )
+        train_rows = int((pd.read_csv(manifest)["split"] == "train").sum())
+        if params["batch_size"] > train_rows:
+            logger.info(f"segment training: batch_size {params['batch_size']} clamped to {train_rows}, the number "
+                        f"of training rows the split gives")
+            params["batch_size"] = train_rows
         args = {
             "bundle_root": str(self.bundle.bundle_dir),
             "output_dir": str(round_dir / "models"),
@@ -198,25 +262,27 @@ class SegmentationTrain(TrainTask):
             log.write(" ".join(cmd) + "\n")
             log.flush()
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(round_dir)).returncode
+        shown = f"round {round_dir.name}/train.log"
         if code != 0:
             tail = log_path.read_text().strip().splitlines()[-3:]
-            raise ServingError(500, f"model 'segment': training round failed (exit {code}); see {log_path}: "
+            raise ServingError(500, f"model 'segment': training round failed (exit {code}); see {shown}: "
                                     + " | ".join(tail))
         best = round_dir / "models" / "model.pt"
         if not best.is_file():
-            raise ServingError(500, f"model 'segment': training round wrote no {best}; see {log_path}")
+            raise ServingError(500, f"model 'segment': training round wrote no models/model.pt; see {shown}")
         checkpoints = sorted((round_dir / "models").glob("checkpoint_epoch=*.pt"), key=os.path.getmtime)
         state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["best_model"] if checkpoints else {}
         tmp = served.with_name(served.name + ".incoming")
         shutil.copyfile(best, tmp)
         os.replace(tmp, served)
         self._last = {
-            "model": str(served),
+            "model": self.bundle.name,
             "val_mean_dice": float(state["best_metric"]) if state else None,
             "best_epoch": int(state["best_metric_epoch"]) if state else None,
             "train_images": int(pd.read_csv(manifest).query("split == 'train'")["path"].nunique()),
             "val_images": int(pd.read_csv(manifest).query("split == 'val'")["path"].nunique()),
-            "round_dir": str(round_dir),
+            "batch_size": params["batch_size"],
+            "round": round_dir.name,
             "seconds": round(time.time() - start, 1),
         }
         logger.info(f"segment training round done: {json.dumps(self._last)}")

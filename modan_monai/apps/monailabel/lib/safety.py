@@ -1,0 +1,140 @@
+"""Checks the MONAI Label app applies to what a request names: plain names, confined paths, JSON-object params.
+
+Every image id, label id, label tag and model name a request gives must be a plain file name (:func:`plain_name`);
+every file the app touches must resolve inside its folder (:func:`inside`); every JSON parameter must be an object
+of finite numbers (:func:`json_object`). A failed check is a :class:`~modan_monai.apps.monailabel.lib.bundle.ServingError`
+whose message names the HTTP parameter. Nothing here imports monailabel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import ntpath
+import os
+import unicodedata
+from typing import Any
+from urllib.parse import unquote
+
+from modan_monai.apps.monailabel.lib.bundle import ServingError
+
+__all__ = ["MAX_NAME_LENGTH", "inside", "json_object", "name_problem", "plain_name", "shown"]
+
+#: the longest id / tag / model name accepted (characters, after URL-decoding)
+MAX_NAME_LENGTH = 128
+
+
+def shown(value: Any, limit: int = 2 * MAX_NAME_LENGTH) -> str:
+    """``repr(value)``, shortened to ``limit`` characters (a refused value is quoted in the error, never in full)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
+def _decodings(value: str) -> list[str]:
+    """``value`` and its URL-decodings until nothing changes (``%252e`` -> ``%2e`` -> ``.``)."""
+    out = [value]
+    for _ in range(4):
+        decoded = unquote(out[-1])
+        if decoded == out[-1]:
+            break
+        out.append(decoded)
+    return out
+
+
+def name_problem(value: Any) -> str | None:
+    """Why ``value`` is not a plain name, or ``None`` when it is one.
+
+    A plain name is a non-empty string that, as given and after URL-decoding, has at most
+    :data:`MAX_NAME_LENGTH` characters, no path separator (``/``, ``\\``), no ``..``, no control character (NUL
+    included) and is not absolute (no drive either).
+    """
+    if not isinstance(value, str):
+        return f"is a {type(value).__name__}, not a string"
+    if not value:
+        return "is empty"
+    for text in _decodings(value):
+        if len(text) > MAX_NAME_LENGTH:
+            return f"is longer than {MAX_NAME_LENGTH} characters"
+        if any(unicodedata.category(c) == "Cc" for c in text):
+            return "holds a control character"
+        if "/" in text or "\\" in text:
+            return "holds a path separator"
+        if ".." in text:
+            return "holds '..'"
+        if os.path.isabs(text) or ntpath.isabs(text) or ntpath.splitdrive(text)[0]:
+            return "is an absolute path"
+        if text.strip() in ("", "."):
+            return "is not a name"
+    return None
+
+
+def plain_name(value: Any, parameter: str, status: int = 400) -> str:
+    """``value`` when it is a plain name (see :func:`name_problem`).
+
+    Args:
+        value: an id, tag or model name from a request.
+        parameter: the HTTP parameter it came in (named in the error).
+        status: the HTTP status of the refusal.
+
+    Raises:
+        ServingError: ``value`` is not a plain name (naming ``parameter`` and why).
+
+    Example:
+        >>> plain_name("case001", "image")
+        'case001'
+    """
+    problem = name_problem(value)
+    if problem is not None:
+        raise ServingError(status, f"parameter {parameter}: {shown(value)} {problem}; ids, tags and model names are "
+                                   "plain names (no folders)")
+    return value
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path``, every link resolved, lies inside ``root`` (resolved too); ``False`` for a path that
+    cannot be one (a NUL byte)."""
+    try:
+        real, base = os.path.realpath(path), os.path.realpath(root)
+    except (ValueError, TypeError, OSError):
+        return False
+    return real != base and os.path.commonpath([real, base]) == base
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text}")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"non-finite number {text}")
+
+
+def json_object(text: Any, parameter: str, empty_ok: bool = True) -> dict[str, Any]:
+    """Parse a JSON parameter that must be an object of finite numbers.
+
+    Args:
+        text: the parameter's text (``None`` / ``""`` is ``{}`` when ``empty_ok``).
+        parameter: the HTTP parameter (named in the error).
+        empty_ok: whether an empty value means ``{}``.
+
+    Raises:
+        ServingError: (422) not valid JSON, ``NaN`` / ``Infinity`` / an overflowing number, or not an object.
+    """
+    if text is None or text == "":
+        if empty_ok:
+            return {}
+        raise ServingError(422, f"parameter {parameter}: empty; expected a JSON object")
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise ServingError(422, f"parameter {parameter}: expected a JSON object, got {type(text).__name__}")
+    try:
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except ValueError as err:  # JSONDecodeError is a ValueError
+        raise ServingError(422, f"parameter {parameter}: not a valid JSON object of finite numbers ({err})") from None
+    if not isinstance(value, dict):
+        raise ServingError(422, f"parameter {parameter}: expected a JSON object, got {type(value).__name__} "
+                                f"{shown(value)}")
+    return value
