@@ -341,13 +341,13 @@ def embed_manifest(
         features = extract_features(encoder, datalist, transform, batch_size=batch_size, device=device,
                                     num_workers=num_workers)
         coords = umap_embed(features, seed=seed)
-        stem = safe_file_name(name, fallback="encoder")  # a user-given name: never a path out of ``out``
-        np.save(out / f"{stem}_features.npy", features)
-        meta.assign(x=coords[:, 0], y=coords[:, 1]).to_csv(out / f"{stem}_umap.csv", index=False)
+        file_stem = safe_file_name(name, fallback="encoder")  # a user-given name: never a path out of ``out``
+        np.save(out / f"{file_stem}_features.npy", features)
+        meta.assign(x=coords[:, 0], y=coords[:, 1]).to_csv(out / f"{file_stem}_umap.csv", index=False)
         title = f"{name}: UMAP of {features.shape[1]}-d encoder features"
-        written[name] = plot_umap(coords, pairs, out / f"{stem}_umap.png", title=title, colours=colours)
+        written[name] = plot_umap(coords, pairs, out / f"{file_stem}_umap.png", title=title, colours=colours)
         all_features[name] = features
-        log.info("wrote %s and %s", written[name], out / f"{stem}_umap.csv")
+        log.info("wrote %s and %s", written[name], out / f"{file_stem}_umap.csv")
     export_projector(all_features, meta[["pair", "modality", "anatomy", "dataset", "case_id", "path", "index"]],
                      out / "projector")
     log.info("wrote the TensorBoard projector export to %s (tensorboard --logdir %s)", out / "projector",

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from modan_monai.networks.model_settings import attach_model_settings
 from modan_monai.utils.distributed import is_rank_zero, unwrap_module
 
 __all__ = ["KeepBestWeights"]
@@ -34,6 +35,8 @@ class KeepBestWeights:
         metric_name: key of the metric in ``engine.state.metrics``.
         mode: ``"max"`` (AUC, accuracy) or ``"min"`` (loss).
         save_path: file the best weights are written to (``None``: memory only).
+        metadata: the training settings stored with the written weights (in the state dict's ``_metadata``, see
+            :mod:`modan_monai.networks.model_settings`): image size, architecture, stem, task, class names.
 
     Attributes:
         best_state: the copied state dict of the best epoch (``None`` before the first improvement).
@@ -59,6 +62,7 @@ class KeepBestWeights:
         metric_name: str = "val_auc",
         mode: str = "max",
         save_path: str | os.PathLike | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
@@ -66,6 +70,7 @@ class KeepBestWeights:
         self.metric_name = metric_name
         self.mode = mode
         self.save_path = None if save_path is None else Path(save_path)
+        self.metadata = None if metadata is None else dict(metadata)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
         self.best_metric: float | None = None
@@ -94,7 +99,8 @@ class KeepBestWeights:
         self.best_epoch = int(engine.state.epoch)
         self.best_metric = value
         if self.save_path is not None and is_rank_zero():
-            self._save(self.best_state, self.save_path)
+            state = self.best_state if self.metadata is None else attach_model_settings(self.best_state, self.metadata)
+            self._save(state, self.save_path)
         where = f" and written to {self.save_path}" if self.save_path is not None else ""
         self.logger.info(f"best {self.metric_name} {value:.4f} at epoch {self.best_epoch}: weights kept{where}")
 

@@ -28,6 +28,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from modan_monai.networks.checkpoint import DamagedCheckpointError, load_weights_file, save_encoder
+from modan_monai.networks.model_settings import attach_model_settings
 from modan_monai.utils import RandomStates, atomic_path, atomic_save, remove_stale_temporaries
 from modan_monai.utils.distributed import distributed_world, is_rank_zero, unwrap_module
 
@@ -491,6 +492,12 @@ class EncoderCheckpointSaver:
             )
 
 
+def _with_settings(network: torch.nn.Module, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The network's state dict, with ``metadata`` in its ``_metadata`` when given."""
+    state = unwrap_module(network).state_dict()
+    return state if metadata is None else attach_model_settings(state, metadata)
+
+
 class BestModelSaver:
     """Write a network's state dict when the evaluator's key metric reaches a new best, atomically.
 
@@ -506,15 +513,24 @@ class BestModelSaver:
         network: the network whose weights are kept.
         save_dir: output folder.
         filename: file name.
+        metadata: the training settings stored with the weights (the state dict's ``_metadata``, see
+            :mod:`modan_monai.networks.model_settings`).
 
     Raises:
         RuntimeError: ``state_dict`` / ``load_state_dict`` before the saver is attached.
     """
 
-    def __init__(self, network: torch.nn.Module, save_dir: str | Path, filename: str = "model.pt") -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_dir: str | Path,
+        filename: str = "model.pt",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         self.network = network
         self.save_dir = Path(save_dir)
         self.filename = filename
+        self.metadata = None if metadata is None else dict(metadata)
         self.engine: Engine | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -525,7 +541,7 @@ class BestModelSaver:
     def __call__(self, engine: Engine) -> None:
         """Write the weights if this evaluation set the engine's best metric."""
         if getattr(engine.state, "best_metric_epoch", None) == engine.state.epoch and is_rank_zero():
-            path = atomic_save(unwrap_module(self.network).state_dict(), self.save_dir / self.filename)
+            path = atomic_save(_with_settings(self.network, self.metadata), self.save_dir / self.filename)
             logger.info(f"new best {engine.state.key_metric_name} {float(engine.state.best_metric):.4f}: saved {path}")
 
     def _attached(self) -> Engine:
@@ -552,15 +568,24 @@ class FinalModelSaver:
         network: the trained network.
         save_dir: output folder.
         filename: file name (``torch.load`` gives the state dict).
+        metadata: the training settings stored with the weights (the state dict's ``_metadata``, see
+            :mod:`modan_monai.networks.model_settings`).
     """
 
     #: under torchrun only rank 0 runs it (see modan_monai.engines.rank_zero_handlers)
     rank_zero_only = True
 
-    def __init__(self, network: torch.nn.Module, save_dir: str | Path, filename: str = "model_final.pt") -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_dir: str | Path,
+        filename: str = "model_final.pt",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         self.network = network
         self.save_dir = Path(save_dir)
         self.filename = filename
+        self.metadata = None if metadata is None else dict(metadata)
 
     def attach(self, engine: Engine) -> None:
         """Write when ``engine`` completes its run."""
@@ -570,5 +595,5 @@ class FinalModelSaver:
         """Write ``save_dir/filename`` (rank 0 only)."""
         if not is_rank_zero():
             return
-        path = atomic_save(unwrap_module(self.network).state_dict(), self.save_dir / self.filename)
+        path = atomic_save(_with_settings(self.network, self.metadata), self.save_dir / self.filename)
         logger.info(f"train completed, saved final model {path}")

@@ -7,6 +7,14 @@ from .checkpoint import ENCODER_CHECKPOINT_FORMAT, load_encoder, load_encoder_st
 from .checkpoint import DamagedCheckpointError, check_finite_state, load_model_weights, load_weights_file
 from .factory import build_classifier
 from .init import IMAGENET_PREFIX, initialise_encoder
+from .model_settings import (
+    MODEL_SETTINGS_KEY,
+    attach_model_settings,
+    check_model_settings,
+    model_settings,
+    read_model_settings,
+    trained_setting,
+)
 from .nets import (
     AdamV2Model,
     CompositionHead,
@@ -69,5 +77,7 @@ __all__ = [
     "save_encoder",
     "unregister_encoder",
     "DamagedCheckpointError", "check_finite_state", "load_weights_file",
+    "MODEL_SETTINGS_KEY", "attach_model_settings", "check_model_settings", "model_settings", "read_model_settings",
+    "trained_setting",
     "AdamV2Model", "CompositionHead", "DecompositionHead", "DINOHead", "ResNet50Encoder",
 ]

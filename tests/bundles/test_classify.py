@@ -17,7 +17,7 @@ from monai.bundle import run as bundle_run
 
 from modan_monai.data.demo_tasks import demo_classification_manifest
 from modan_monai.handlers import ExamROCAUC, KeepBestWeights
-from modan_monai.networks import build_classifier
+from modan_monai.networks import build_classifier, read_model_settings
 from modan_monai.utils import RunLockError
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "classify"
@@ -77,6 +77,38 @@ def test_train_evaluate_infer_and_export(
     eager.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
     x = torch.rand(3, 1, 64, 64)
     torch.testing.assert_close(scripted(x), eager.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_evaluate_takes_the_trained_settings_and_refuses_contradicting_ones(
+    tmp_path: Path, demo: tuple[Path, Path]
+) -> None:
+    """A model trained at 32 px: evaluate.json (default 64 px) scores it at 32 px, and refuses --image_size 64."""
+    root, manifest = demo
+    out = tmp_path / "models"
+    common = {"bundle_root": str(BUNDLE), "logging_file": False, "dataset_dir": str(root), "manifest": str(manifest),
+              "output_dir": str(out)}
+    bundle_run(config_file=str(CONFIGS / "train.json"), **common, **TINY)
+    expected = {"task": "classification", "image_size": 32, "arch": "resnet18", "stem": "3x3",
+                "class_names": ["negative", "positive"]}
+    assert read_model_settings(out / "model.pt") == expected == read_model_settings(out / "model_final.pt")
+    build_classifier().load_state_dict(torch.load(out / "model.pt", weights_only=True))  # still a plain state dict
+
+    evaluate = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]
+    for override, named in [({"image_size": 64}, "image_size is 64 here (config id 'image_size') but 32 in training"),
+                            ({"stem": "7x7"}, "stem is '7x7' here (config id 'stem') but '3x3' in training")]:
+        with pytest.raises(RuntimeError) as err:  # the parser wraps the ValueError of the initialize item
+            bundle_run(config_file=evaluate, **common, **override)
+        assert isinstance(err.value.__cause__, ValueError) and named in str(err.value.__cause__)
+        assert str(out / "model.pt") in str(err.value.__cause__)
+        assert not (out / "metrics.csv").exists()  # nothing scored
+    workflow = ConfigWorkflow(config_file=evaluate, workflow_type="eval", **common)
+    workflow.initialize()
+    assert workflow.parser.get_parsed_content("image_size") == 32  # no override: the trained size
+    resize = [t for t in workflow.parser.get_parsed_content("validate#preprocessing").transforms
+              if type(t).__name__ == "Resized"]
+    assert [tuple(t.resizer.spatial_size) for t in resize] == [(32, 32)]
+    workflow.run()
+    assert 0.0 <= float(dict(read_csv(out / "metrics.csv"))["test_auc"]) <= 1.0
 
 
 @pytest.mark.parametrize(

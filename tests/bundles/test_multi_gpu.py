@@ -203,7 +203,9 @@ def test_pretrain_two_ranks_equal_one_process_and_rank_zero_writes(probe_dir: Pa
     data = {"dataset_dir": tmp / "demo", "manifest": manifest, "image_size": 32, "batch_size": 16, "epochs": 1,
             "knn_interval": 0, "train#augment_transforms#0#scale": "[1.0,1.0]",
             "train#augment_transforms#0#ratio": "[1.0,1.0]", "train#augment_transforms#0#flip_prob": 0,
-            "train#augment_transforms#0#jitter_prob": 0}
+            "train#augment_transforms#0#jitter_prob": 0,
+            "new_ids": "['train#augment_transforms#0#scale','train#augment_transforms#0#ratio',"
+                       "'train#augment_transforms#0#flip_prob','train#augment_transforms#0#jitter_prob']"}
     run("pretrain", torchrun(1, tmp / "one", [probe_config(tmp, "one")], **data), tmp)
     log = run("pretrain", torchrun(2, tmp / "two", [probe_config(tmp, "two")], **data), tmp)
     assert_first_step_equal(tmp, "one", "two")

@@ -62,10 +62,15 @@ def test_train_evaluate_infer_and_export(
     assert rows[0] == ["filename", "heart", "left_lung", "right_lung", "mean"] and len(rows) == n_test + 1
     assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[1:])
 
-    # inference at another network size: one mask per structure, at the image's own size
+    # inference: a network size other than the trained one is refused; without one, the trained size (32) is used;
+    # one mask per structure, at the image's own size
     inferred = tmp_path / "infer"
-    bundle_run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), dataset_dir=str(root),
-               ckpt_path=str(out / "model.pt"), output_dir=str(inferred), image_size=64)
+    infer = {"config_file": str(CONFIGS / "inference.json"), "bundle_root": str(BUNDLE), "dataset_dir": str(root),
+             "ckpt_path": str(out / "model.pt"), "output_dir": str(inferred)}
+    with pytest.raises(RuntimeError) as err:
+        bundle_run(**infer, image_size=64)
+    assert "image_size is 64 here (config id 'image_size') but 32 in training" in str(err.value.__cause__)
+    bundle_run(**infer)
     masks = sorted(inferred.glob("*/*.png"))
     assert len(masks) == 3 * len(list(root.glob("images/*.png")))
     assert {m.stem.split("_", 1)[1] for m in masks} == {"heart", "left_lung", "right_lung"}
