@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,16 @@ from PIL import Image
 
 from modan_monai.apps.monailabel.lib import uploads
 from modan_monai.apps.monailabel.lib.bundle import ServingError
-from modan_monai.apps.monailabel.lib.safety import MAX_NAME_LENGTH, inside, json_object, name_problem, plain_name
+from modan_monai.apps.monailabel.lib.safety import (
+    MAX_NAME_LENGTH,
+    check_infer_options,
+    inside,
+    json_object,
+    name_problem,
+    no_server_keys,
+    plain_name,
+    upload_suffix,
+)
 
 HAS_MONAILABEL = importlib.util.find_spec("monailabel") is not None
 needs_monailabel = pytest.mark.skipif(
@@ -79,6 +89,46 @@ def test_json_params_pass() -> None:
     assert json_object("", "params") == {}
     with pytest.raises(ServingError, match="parameter info: empty"):
         json_object("", "info", empty_ok=False)
+
+
+def test_no_request_sets_a_server_key() -> None:
+    no_server_keys({"epochs": 1, "segment": {"seed": 2}, "images": ["a"]}, "body")
+    for value in [{"bundle_path": "/x"}, {"segment": {"bundle_path": "."}}, [{"a": [{"bundle_path": ""}]}]]:
+        with pytest.raises(ServingError, match="parameter body: 'bundle_path' is set by the server") as err:
+            no_server_keys(value, "body")
+        assert err.value.status == 400
+
+
+def test_upload_names() -> None:
+    assert upload_suffix("../../scan.nii.gz", "file") == ".nii.gz" and upload_suffix(None, "file") == ""
+    for name, match in [("x." + "b" * 40, "suffix longer than 32"), ("x.p\x00ng", "control character")]:
+        with pytest.raises(ServingError, match=f"parameter label: .*{match}") as err:
+            upload_suffix(name, "label")
+        assert err.value.status == 422
+
+
+def test_inference_options() -> None:
+    check_infer_options({"result_extension": ".nii.gz", "logging": "warning", "device": "cuda:1", "timeout": 30,
+                         "save_label": False, "skip_writer": False, "result_write_to_file": True}, cuda_devices=2)
+    for options, match in [
+        ({"result_extension": "/../x.png"}, "result_extension='/../x.png'"),
+        ({"result_extension": ".html"}, "result_extension"),
+        ({"logging": "LOUD"}, "logging='LOUD'"),
+        ({"logging": 10}, "logging=10"),
+        ({"logging": None}, "logging=None"),
+        ({"result_compress": "x"}, "result_compress='x'"),
+        ({"result_write_to_file": None}, "result_write_to_file=None"),
+        ({"device": "gpu"}, "device='gpu'"),
+        ({"device": "cuda:2"}, "device='cuda:2'"),
+        ({"timeout": "x"}, "timeout='x'"),
+        ({"timeout": float("inf")}, "timeout=inf"),
+        ({"save_label": "false"}, "save_label='false'"),
+        ({"skip_writer": True}, "skip_writer=True"),
+        ({"result_write_to_file": False}, "result_write_to_file=False"),
+    ]:
+        with pytest.raises(ServingError, match=f"parameter params: {match}") as err:
+            check_infer_options(options, cuda_devices=2)
+        assert err.value.status == 422
 
 
 def test_training_parameters_are_checked() -> None:
@@ -166,7 +216,20 @@ def test_confined_datastore(tmp_path: Path) -> None:
     with pytest.raises(ServingError, match="parameter image: 'img1' leads outside"):
         store.save_label("img1", str(upload), "final", {})
     assert secret.read_bytes() == _png(tmp_path / "again.png", 2).read_bytes()
-    assert sorted(p.name for p in outside.iterdir()) == ["secret.png"]
+    page = tmp_path / "page.html"
+    page.write_text("<script>")
+    with pytest.raises(ServingError, match=r"parameter file: an uploaded \.html file; the datastore takes") as err:
+        store.add_image("page", str(page), {})
+    assert err.value.status == 415
+    with pytest.raises(ServingError, match=r"parameter label: an uploaded \.html file"):
+        store.save_label("img0", str(page), "final", {})
+    linked = _png(outside / "linked.png", 5)
+    os.link(linked, studies / "hard.png")
+    with pytest.raises(ServingError, match=r"parameter image: the file of 'hard' has other names \(hard links\)"):
+        store.add_image("hard", str(upload), {})
+    assert linked.read_bytes() == _png(tmp_path / "again5.png", 5).read_bytes()
+    os.unlink(studies / "hard.png")
+    assert sorted(p.name for p in outside.iterdir()) == ["linked.png", "secret.png"]
     assert store.save_label("img0", str(upload), "reviewed", {}) == "img0"
     assert store.get_label_uri("img0", "reviewed").startswith(str(studies.resolve()))
 
@@ -191,3 +254,65 @@ def test_answers_name_no_server_folder() -> None:
     text = '{"path": "/srv/studies/labels/final/img0.png", "root": "/srv/studies", "log": "/home/ann/x /home/anna"}'
     assert scrub(text, replacements) == ('{"path": "labels/final/img0.png", "root": "<datastore>", '
                                          '"log": "~/x /home/anna"}')
+    # a folder's path inside another path is that other path's part, not the folder
+    assert scrub("/data/home/ann/x.png", replacements) == "/data/home/ann/x.png"
+
+
+@needs_monailabel
+def test_task_status_details_without_tracebacks() -> None:
+    from modan_monai.apps.monailabel.server import drop_tracebacks
+
+    details = ["[12:00] INFO round starts", "Traceback (most recent call last):", '  File "<app>/x.py", line 3, in f',
+               "    raise ValueError('bad')", "    ^^^^^^^^^^^^^^^^^^^^^", "ValueError: bad", "",
+               "The above exception was the direct cause of the following exception:", "HTTPException: 422: bad"]
+    status = [{"id": "t1", "details": details, "request": {"details": "kept"}}]
+    assert drop_tracebacks(status) == [{"id": "t1", "details": ["[12:00] INFO round starts", "ValueError: bad",
+                                                                "HTTPException: 422: bad"],
+                                        "request": {"details": "kept"}}]
+
+
+@needs_monailabel
+def test_random_next_sample_when_every_weight_is_zero() -> None:
+    from modan_monai.apps.monailabel.main import Random
+
+    class Store:
+        def get_unlabeled_images(self, label_tag: object = None, labels: object = None) -> list[str]:
+            return ["a", "b"]
+
+        def get_image_info(self, image: str) -> dict:  # served "now" (here: in the future): weight <= 0
+            return {"strategy": {"random": {"ts": int(time.time()) + 100}}}
+
+    assert Random()({"strategy": "random"}, Store())["id"] in ("a", "b")
+
+
+@needs_monailabel
+def test_foreign_host() -> None:
+    from modan_monai.apps.monailabel.server import foreign_host
+
+    def scope(host: str) -> dict:
+        return {"headers": [(b"host", host.encode())]}
+
+    for host in ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "10.1.2.3", "labelserver:8000", ""]:
+        assert foreign_host(scope(host), ["LabelServer"]) is None, host
+    for host in ["evil.test:8000", "evil.test", "localhost.evil.test"]:
+        assert foreign_host(scope(host), ["labelserver"]) == host
+
+
+@needs_monailabel
+def test_foreign_origin() -> None:
+    from modan_monai.apps.monailabel.server import foreign_origin
+
+    def scope(origin: str | None, host: bytes = b"127.0.0.1:8000") -> dict:
+        headers = [(b"host", host)] + ([(b"origin", origin.encode())] if origin is not None else [])
+        return {"scheme": "http", "headers": headers}
+
+    listed = ["http://viewer:3000"]
+    assert foreign_origin(scope(None), listed) is None
+    assert foreign_origin(scope("http://127.0.0.1:8000"), listed) is None
+    assert foreign_origin(scope("https://127.0.0.1:8000"), listed) is None  # behind a TLS proxy
+    assert foreign_origin(scope("http://viewer:3000"), listed) is None
+    assert foreign_origin(scope("http://evil.test"), listed) == "http://evil.test"
+    assert foreign_origin(scope("null"), listed) == "null"
+    assert foreign_origin(scope("null", host=b""), listed) == "null"
+    assert foreign_origin(scope("http://127.0.0.1:9999"), listed) == "http://127.0.0.1:9999"
+    assert foreign_origin(scope("http://evil.test"), ["*"]) is None

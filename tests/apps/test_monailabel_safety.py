@@ -4,7 +4,9 @@ Hostile ids, tags and model names go to every endpoint that takes one, with a se
 datastore (and links from the datastore into it): each gets a 4xx and nothing outside the datastore is created,
 changed, read or deleted. Also: ``/infer`` answers a missing and a refused id alike, a foreign origin gets no CORS
 grant, malformed parameters get a 4xx naming the parameter, no answer holds the datastore's absolute path, and
-uploads leave no temporary file behind.
+uploads leave no temporary file behind. :func:`hostile_requests_beyond_ids` lists further attacks (a request setting
+``bundle_path``, a foreign page's form ``POST``, uploads of other file types, writes through hard links, MONAI
+Label options that used to end in a 500), each with what must hold afterwards.
 
 Needs monailabel installed (``python scripts/install_monailabel.py``); see ``test_monailabel_server.py``.
 """
@@ -30,6 +32,7 @@ if importlib.util.find_spec("monailabel") is None:
 
 import requests  # noqa: E402
 
+import modan_monai  # noqa: E402
 from modan_monai.apps.monailabel.lib.bundle import repository_bundle, write_initial_weights  # noqa: E402
 from modan_monai.apps.monailabel.process import LocalServer  # noqa: E402
 
@@ -75,6 +78,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (sentinel / "notes.txt").write_text("SENTINEL-MARKER do not serve\n")
     (studies / "link.png").symlink_to(sentinel / "secret.png")  # an image link leading out
     (studies / "labels" / "final" / "img1.png").symlink_to(sentinel / "target.png")  # a label link leading out
+    (sentinel / "hard.png").write_bytes(png_bytes(9))
+    os.link(sentinel / "hard.png", studies / "hard.png")  # an image whose other name lies outside
+    (studies / "img2.png").write_bytes(png_bytes(2))
+    (sentinel / "hard_label.png").write_bytes(png_bytes(10))
+    os.link(sentinel / "hard_label.png", studies / "labels" / "final" / "img2.png")  # a label's, too
+    (sentinel / "sitecustomize.py").write_text(f"open({str(root / 'PWNED')!r}, 'w').write('ran')\n")
     weights = write_initial_weights(repository_bundle("segment"), root / "segment.pt", {"image_size": 32})
     conf = {"models": "segment", "segment_model": weights, "segment_config": json.dumps({"image_size": 32}),
             "cors_origins": VIEWER}
@@ -194,6 +203,113 @@ def test_hostile_ids_tags_and_names_stay_inside_the_datastore(server: LocalServe
     assert call(server, "GET", "/datastore/image", params={"image": "img0"}).status_code == 200
 
 
+def hostile_requests_beyond_ids(server: LocalServer) -> list[tuple[str, str, dict, str]]:
+    """(method, path, requests kwargs, what the detail names): requests that are not about an id or a tag."""
+    evil = {"Origin": "http://evil.test"}
+    png = png_bytes(11)
+    path = str(server.sentinel)
+    infer = ("POST", "/infer/segment")
+    return [
+        # MONAI Label puts bundle_path on the PYTHONPATH of the process it starts: sentinel/sitecustomize.py would run
+        ("POST", "/train/segment", {"json": {"bundle_path": path}}, "bundle_path"),
+        ("POST", "/train/", {"json": {"segment": {"bundle_path": path}}}, "bundle_path"),
+        ("POST", "/batch/infer/segment", {"json": {"bundle_path": path, "images": ["img0"]}}, "bundle_path"),
+        ("POST", "/scoring/dice", {"json": {"bundle_path": path}}, "bundle_path"),
+        # a foreign web page's form POST needs no preflight: it would save a label / start a round
+        (*infer, {"params": {"image": "img0", "output": "json"}, "headers": evil,
+                  "data": {"params": json.dumps({"save_label": True, "label_tag": "csrf"})}}, "Origin"),
+        (*infer, {"params": {"image": "img0", "output": "json"}, "headers": {"Origin": "null"},
+                  "data": {"params": json.dumps({"save_label": True, "label_tag": "csrf"})}}, "Origin"),
+        ("PUT", "/datastore/image", {"params": {"image": "csrf"}, "files": {"file": ("x.png", png)},
+                                     "headers": evil}, "Origin"),
+        # DNS rebinding: a page at evil.test whose name now points here is same-origin to the browser
+        ("GET", "/datastore/image", {"params": {"image": "img0"}, "headers": {"Host": "evil.test"}}, "header Host"),
+        ("PUT", "/datastore/label", {"params": {"image": "img0", "tag": "csrf"}, "files": {"label": ("l.png", png)},
+                                     "headers": {"Host": f"evil.test:{server.port}",
+                                                 "Origin": f"http://evil.test:{server.port}"}}, "header Host"),
+        # other file types: a page served from this origin, the datastore's own index
+        ("PUT", "/datastore/image", {"params": {"image": "page"}, "files": {"file": ("p.html", b"<script>")}},
+         "parameter file"),
+        ("PUT", "/datastore/image", {"params": {"image": "datastore_v2"}, "files": {"file": ("d.json", b"{}")}},
+         "parameter file"),
+        ("PUT", "/datastore/label", {"params": {"image": "img0", "tag": "final"},
+                                     "files": {"label": ("p.html", b"<script>")}}, "parameter label"),
+        # writes through a hard link would change the sentinel
+        ("PUT", "/datastore/image", {"params": {"image": "hard"}, "files": {"file": ("x.png", png)}}, "hard link"),
+        ("PUT", "/datastore/label", {"params": {"image": "img2", "tag": "final"},
+                                     "files": {"label": ("x.png", png)}}, "hard link"),
+        # malformed input that ended in a 500
+        ("POST", "/infer/segment", {"params": {"output": "json"}, "files": {"file": ("x." + "b" * 300, png)}},
+         "parameter file"),
+        *[(*infer, {"params": {"image": "img0", "output": "json"}, "data": {"params": json.dumps(options)}}, key)
+          for options, key in [({"result_extension": "/../../x.png"}, "result_extension"),
+                               ({"result_extension": ".py"}, "result_extension"),
+                               ({"logging": "LOUD"}, "logging"), ({"device": "gpu9"}, "device"),
+                               ({"skip_writer": True}, "skip_writer"),
+                               ({"result_write_to_file": False}, "result_write_to_file"),
+                               ({"result_compress": "x"}, "result_compress"), ({"logging": None}, "logging")]],
+        (*infer, {"params": {"image": "img0", "output": "json"}, "files": {"label": ("s.bin", b"xx")}},
+         "parameter label"),
+        ("POST", "/train/", {"json": {"segment": "fast"}}, "parameter segment"),
+        ("POST", "/batch/infer/segment", {"params": {"run_sync": "true"}, "json": {"images": "some"}},
+         "parameter images"),
+        ("POST", "/batch/infer/segment", {"params": {"run_sync": "true"}, "json": {"images": ["img0"], "gpus": True}},
+         "parameter gpus"),
+        ("POST", "/batch/infer/segment", {"params": {"run_sync": "true"}, "json": {"images": ["img0"], "device": 7}},
+         "device"),
+        ("POST", "/batch/infer/segment", {"params": {"run_sync": "true"}, "json": {"model": ["segment"]}},
+         "parameter model"),
+        ("HEAD", "/datastore/image", {"params": {"image": "img0", "check_sum": "CRC32:0"}}, ""),
+        ("GET", "/ohif/%2e%2e", {}, "'..'"),
+        ("GET", "/logs/", {"params": {"text": "true"}}, "server log"),
+    ]
+
+
+def test_hostile_requests_beyond_ids(server: LocalServer) -> None:
+    before = snapshot(server.sentinel)
+    failures = []
+    for method, path, kwargs, named in hostile_requests_beyond_ids(server):
+        response = call(server, method, path, **kwargs)
+        if not 400 <= response.status_code < 500 or named not in (detail(response) if method != "HEAD" else ""):
+            failures.append(f"{method} {path} {kwargs}: {response.status_code} {response.text[:200]}")
+    assert not failures, "\n".join(failures)
+    time.sleep(1.0)  # a training process started by a refused request would have run sitecustomize by now
+    assert snapshot(server.sentinel) == before
+    assert not (server.root / "PWNED").exists()
+    studies = server.root / "studies"
+    assert not (studies / "labels" / "csrf").exists() and not (studies / "csrf.png").exists()
+    assert not (studies / "page.html").exists() and not (studies / "labels" / "final" / "img0.html").exists()
+    assert call(server, "GET", "/datastore/image", params={"image": "datastore_v2"}).status_code == 404
+    # the server's own origin and a listed one may still write, called by an IP address or localhost
+    own = {"Origin": server.url.replace("127.0.0.1", "localhost"), "Host": f"localhost:{server.port}"}
+    response = call(server, "PUT", "/datastore/label", params={"image": "img0", "tag": "own"}, headers=own,
+                    files={"label": ("l.png", png_bytes(12))})
+    assert response.status_code == 200, response.text
+    response = call(server, "DELETE", "/datastore/label", params={"id": "img0", "tag": "own"},
+                    headers={"Origin": VIEWER})
+    assert response.status_code == 200, response.text
+    # batch inference works on a server without GPUs (MONAI Label's divides by their number)
+    response = call(server, "POST", "/batch/infer/segment", params={"run_sync": "true"},
+                    json={"images": ["img0"], "label_tag": "batch"})
+    assert response.status_code == 200, response.text
+    assert (studies / "labels" / "batch" / "img0.png").is_file()
+
+
+def test_background_task_status_holds_no_traceback(server: LocalServer) -> None:
+    response = call(server, "POST", "/train/segment", json={"epochs": 1})  # fails: one image has a final label
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = call(server, "GET", "/train/")
+        if status.json().get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(1.0)
+    task = status.json()
+    assert task["status"] == "ERROR", task
+    assert "training needs at least 2 images with a final label" in task["details"][-1]
+    assert "Traceback" not in status.text and 'File \\"' not in status.text, status.text
+
+
 def test_bad_names_are_refused_naming_the_parameter(server: LocalServer) -> None:
     for method, path, kwargs, parameter in [
         ("PUT", "/datastore/image", {"params": {"image": "../x"}, "files": {"file": ("x.png", png_bytes(5))}}, "image"),
@@ -295,7 +411,8 @@ def test_no_answer_holds_a_server_path(server: LocalServer) -> None:
     ]:
         assert call(server, method, path, **kwargs).status_code < 500
     studies = server.root / "studies"
-    paths = {str(studies), os.path.realpath(studies), str(server.tmp)}
+    package = Path(modan_monai.__file__).parent
+    paths = {str(studies), os.path.realpath(studies), str(server.tmp), str(package), os.path.realpath(package)}
     leaks = [(r.request.method, r.url, r.text[:300]) for r in server.responses
              if any(p in r.text for p in paths) and not r.headers.get("content-type", "").startswith("image/")]
     assert not leaks, leaks

@@ -13,7 +13,9 @@ the model zoo, and no SAM2 task is added. ``--conf`` keys (all optional):
 - ``modality``: modality of the images when a request names none (e.g. ``CT``);
 - ``work_dir``: folder of the training rounds (default ``<studies>/.modan_monai``);
 - ``cors_origins``: origins (``http://host:port``, comma-separated) whose web pages may call the server (read by
-  :mod:`~modan_monai.apps.monailabel.server`; default none).
+  :mod:`~modan_monai.apps.monailabel.server`; default none);
+- ``hosts``: DNS names (comma-separated) clients call the server by, besides ``localhost`` and IP addresses
+  (read by :mod:`~modan_monai.apps.monailabel.server`; default none).
 
 Errors a request can cause (an unreadable image, a model without weights, an unknown model, a label map with
 undeclared values) are answered with an HTTP error whose ``detail`` names the image / model / values; the server
@@ -26,8 +28,12 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import re
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from modan_monai.apps.monailabel import compat
 
@@ -42,7 +48,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 from monailabel.tasks.activelearning.first import First  # noqa: E402
-from monailabel.tasks.activelearning.random import Random  # noqa: E402
+from monailabel.tasks.activelearning.random import Random as MonaiLabelRandom  # noqa: E402
 
 import modan_monai  # noqa: E402
 from modan_monai.apps.monailabel.lib.bundle import (  # noqa: E402
@@ -54,13 +60,46 @@ from modan_monai.apps.monailabel.lib.bundle import (  # noqa: E402
 from modan_monai.apps.monailabel.lib.datastore import ConfinedDatastore  # noqa: E402
 from modan_monai.apps.monailabel.lib.infer_classify import ClassificationInfer  # noqa: E402
 from modan_monai.apps.monailabel.lib import uploads  # noqa: E402
-from modan_monai.apps.monailabel.lib.safety import plain_name  # noqa: E402
+from modan_monai.apps.monailabel.lib.safety import check_infer_options, plain_name  # noqa: E402
 from modan_monai.apps.monailabel.lib.infer_segment import SegmentationInfer  # noqa: E402
 from modan_monai.apps.monailabel.lib.train_segment import SegmentationTrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 MODELS = ("segment", "classify")
+#: what batch inference's ``images`` may be besides a list of image ids
+BATCH_IMAGES = ("all", "labeled", "unlabeled")
+
+
+class Random(MonaiLabelRandom):
+    """MONAI Label's random next sample (an image served longest ago more likely) that also answers when every
+    unlabelled image was served within the current second (MONAI Label's weights are then all 0 and
+    ``random.choices`` raises): any of them, uniformly."""
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
+        try:
+            return super().__call__(request, datastore)
+        except ValueError:  # "Total of weights must be greater than zero"
+            images = datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels"))
+            return {"id": random.choice(images), "weight": 0}
+
+
+def _batch_options(request: dict[str, Any]) -> dict[str, Any]:
+    """The batch-infer request with its GPU options checked, and ``multi_gpu`` off where there is no GPU (MONAI
+    Label's batch infer divides by the number of GPUs).
+
+    Raises:
+        ServingError: (422) ``gpus`` is not ``all`` or comma-separated GPU indices, or ``max_batch_size`` /
+            ``max_workers`` is not a non-negative integer (naming it).
+    """
+    gpus = request.get("gpus")
+    if gpus not in (None, "", "all") and not (isinstance(gpus, str) and re.fullmatch(r"\d{1,3}(,\d{1,3})*", gpus)):
+        raise ServingError(422, f"parameter gpus: {gpus!r} is neither 'all' nor comma-separated GPU indices")
+    for key in ("max_batch_size", "max_workers"):
+        value = request.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ServingError(422, f"parameter {key}: {value!r} is not a non-negative integer")
+    return request if torch.cuda.device_count() else {**request, "multi_gpu": False}
 
 
 def _served(name: str, conf: dict[str, str]) -> ServedBundle:
@@ -164,6 +203,7 @@ class ModanMonaiApp(MONAILabelApp):
         names: dict[str, str] = {}
         try:
             model = self._model(request, self._infers, "inference")
+            check_infer_options(request, torch.cuda.device_count())
             store = datastore if datastore is not None else self.datastore()
             image = request.get("image")
             request = dict(request)
@@ -192,14 +232,20 @@ class ModanMonaiApp(MONAILabelApp):
                                                     "/infer/<model>")
 
     def batch_infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """MONAI Label's batch infer over datastore ids (each through :meth:`infer`); listed ids must exist."""
+        """MONAI Label's batch infer over datastore ids (each through :meth:`infer`); listed ids must exist, the
+        inference and GPU options are checked first (422 naming them), and a server without GPUs runs on the CPU."""
         try:
             self._model(request, self._infers, "inference")
-            images = request.get("images")
+            images = request.get("images", "all")
             if isinstance(images, list):
                 store = datastore if datastore is not None else self.datastore()
                 for image in images:
                     store.image_file(image, "images")
+            elif images not in BATCH_IMAGES:
+                raise ServingError(422, f"parameter images: {images!r} is neither a list of image ids nor one of "
+                                        f"{list(BATCH_IMAGES)}")
+            check_infer_options(request, torch.cuda.device_count())  # each image's request is built from it
+            request = _batch_options(request)
         except ServingError as err:
             raise _http_error(err, "batch infer") from err
         return super().batch_infer(request, datastore)

@@ -6,7 +6,10 @@ file read, written or deleted must resolve (links followed) inside the datastore
 MONAI Label mounts (``/datastore``, ``/infer``, ``/train``, ``/activelearning``, ``/batch``, ``/scoring``) stays
 inside it. Looking up an id that is missing, not a plain name, or a link leading out gets one answer (404,
 ``parameter <name>: no image '<id>' in the datastore``), so the answer tells nothing about the server's files.
-Writes refuse a bad id or tag (400) and a destination that leads out (403), naming the parameter.
+Writes refuse a bad id or tag (400), an upload that is not one of the datastore's file types (415: no ``.html``,
+``.py`` or ``.json`` lands in the datastore, so nothing it serves runs in a browser or overwrites its index), and
+a destination that leads out or is a hard link (403: writing would change the file's other names, which may lie
+outside), naming the parameter.
 """
 
 from __future__ import annotations
@@ -92,7 +95,21 @@ class ConfinedDatastore(LocalDatastore):
     def _writable(self, path: str, parameter: str, value: Any) -> str:
         if self._refuse_outside(path, f"writing {parameter}={value!r}"):
             raise ServingError(403, f"parameter {parameter}: {shown(value)} leads outside the datastore; refused")
+        links = os.stat(path).st_nlink if os.path.isfile(path) else 1
+        if links > 1:
+            logger.warning(f"refused writing {parameter}={value!r}: {path} has {links} hard links")
+            raise ServingError(403, f"parameter {parameter}: the file of {shown(value)} has other names (hard links), "
+                                    "which may lie outside the datastore; refused")
         return path
+
+    def _upload_type(self, filename: str, parameter: str) -> str:
+        """The datastore file type (suffix) of an upload, which must be one of the datastore's."""
+        _, ext = self._to_id(os.path.basename(filename))
+        types = [e.replace("*", "") for e in self._extensions]
+        if ext not in types:
+            raise ServingError(415, f"parameter {parameter}: an uploaded {ext or 'suffix-less'} file; the datastore "
+                                    f"takes {types}")
+        return ext
 
     def _list_files(self, path: str, patterns: Any) -> dict[str, str]:
         """MONAI Label's folder listing without the entries (links) that resolve outside (a warning names each)."""
@@ -140,7 +157,7 @@ class ConfinedDatastore(LocalDatastore):
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Copy an uploaded image in as ``image_id`` (a plain name, parameter ``image``)."""
         plain_name(image_id, "image")
-        _, ext = self._to_id(os.path.basename(image_filename))
+        ext = self._upload_type(image_filename, "file")
         self._writable(os.path.join(self._datastore.image_path(), self._filename(image_id, ext)), "image", image_id)
         return super().add_image(image_id, image_filename, image_info)
 
@@ -157,7 +174,7 @@ class ConfinedDatastore(LocalDatastore):
         self.image_file(image_id, "image")
         plain_name(label_tag, "tag")
         folder = self._writable(self._datastore.label_path(label_tag), "tag", label_tag)
-        _, ext = self._to_id(os.path.basename(label_filename))
+        ext = self._upload_type(label_filename, "label")
         self._writable(os.path.join(folder, self._filename(image_id, ext)), "image", image_id)
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
