@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,30 @@ def test_served_labels_match_metadata_channel_def() -> None:
     classify = ServedBundle("classify", repository_bundle("classify"))
     channel_def = classify.metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
     assert classify.get("class_names") == [channel_def[str(i)] for i in range(len(channel_def))]
+
+
+def test_served_model_gives_its_trained_settings_and_refuses_contradicting_ones(tmp_path: Path) -> None:
+    """A classify model trained at 32 px with its own class names is served at 32 px with those names; an override
+    contradicting them stops the server's start, and a file replaced by one trained otherwise is not served."""
+    from modan_monai.networks import attach_model_settings, model_settings
+
+    bundle = repository_bundle("classify")
+    network = ServedBundle("classify", bundle, model_path=tmp_path / "none.pt",
+                           overrides={"image_size": 32, "class_names": ["benign", "malignant"]}).get("network_def")
+    settings = model_settings(network, task="classification", image_size=32, class_names=["benign", "malignant"])
+    path = tmp_path / "model.pt"
+    torch.save(attach_model_settings(network.state_dict(), settings), path)
+
+    served = ServedBundle("classify", bundle, model_path=path)
+    assert served.get("image_size") == 32 and served.get("class_names") == ["benign", "malignant"]
+    assert served.network(torch.device("cpu")) is not None
+    with pytest.raises(ValueError, match=r"image_size is 64 here \(--conf classify_config 'image_size'\) but 32"):
+        ServedBundle("classify", bundle, model_path=path, overrides={"image_size": 64})
+
+    # the served file replaced by a model trained at 64 px: refused, naming both sizes but not the server path
+    other = dict(settings, image_size=64)
+    torch.save(attach_model_settings(network.state_dict(), other), path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ServingError, match=r"image_size is 32 here .* but 64 in training") as err:
+        served.network(torch.device("cpu"))
+    assert str(tmp_path) not in err.value.message

@@ -2,7 +2,10 @@
 
 The app reads the same ``configs/inference.json`` that ``python -m monai.bundle run`` runs, with the overrides a
 user passes to the server (``--conf segment_config '{"structures": [...]}'``), so serving and batch inference use
-one definition of the network, the preprocessing and the post-processing. Nothing here imports monailabel.
+one definition of the network, the preprocessing and the post-processing. Its ``ckpt_path`` is the served file, so
+the settings the model was trained with (image size, encoder, stem, class names / structures: see
+:mod:`modan_monai.networks.model_settings`) are the ones served, and an override contradicting them is refused,
+naming both values. Nothing here imports monailabel.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
-from modan_monai.networks import load_model_weights
+from modan_monai.networks import check_model_settings, load_model_weights, read_model_settings
 
-__all__ = ["ServedBundle", "ServingError", "parse_overrides", "repository_bundle", "write_initial_weights"]
+__all__ = [
+    "ServedBundle",
+    "ServingError",
+    "inference_parser",
+    "parse_overrides",
+    "repository_bundle",
+    "write_initial_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,28 @@ def parse_overrides(text: str | None, conf_key: str) -> dict[str, Any]:
     return value
 
 
+def inference_parser(bundle_dir: Path, overrides: Mapping[str, Any], name: str) -> ConfigParser:
+    """The bundle's ``configs/inference.json`` (with its metadata) and ``overrides``, parsed.
+
+    Raises:
+        FileNotFoundError: the bundle has no ``configs/inference.json`` / ``configs/metadata.json``.
+        ValueError: an override names an id the config does not have.
+    """
+    config_file = bundle_dir / "configs" / "inference.json"
+    meta_file = bundle_dir / "configs" / "metadata.json"
+    for path in (config_file, meta_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"model {name!r}: bundle file not found: {path}")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser.read_meta(str(meta_file))
+    unknown = sorted(k for k in overrides if k.split("#")[0] not in parser.config)
+    if unknown:
+        raise ValueError(f"model {name!r}: config overrides {unknown} are not ids of {config_file}")
+    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    return parser
+
+
 class ServedBundle:
     """One bundle's inference config and weights, for a MONAI Label task.
 
@@ -75,7 +107,8 @@ class ServedBundle:
 
     Raises:
         FileNotFoundError: the bundle has no ``configs/inference.json`` / ``configs/metadata.json``.
-        ValueError: an override names an id the config does not have.
+        ValueError: an override names an id the config does not have, or contradicts a setting the served model
+            was trained with (naming both values).
     """
 
     def __init__(
@@ -87,23 +120,27 @@ class ServedBundle:
     ) -> None:
         self.name = name
         self.bundle_dir = Path(bundle_dir).resolve()
-        config_file = self.bundle_dir / "configs" / "inference.json"
-        meta_file = self.bundle_dir / "configs" / "metadata.json"
-        for path in (config_file, meta_file):
-            if not path.is_file():
-                raise FileNotFoundError(f"model {name!r}: bundle file not found: {path}")
         self.model_path = Path(model_path) if model_path else self.bundle_dir / "models" / "model.pt"
-        self.parser = ConfigParser()
-        self.parser.read_config(str(config_file))
-        self.parser.read_meta(str(meta_file))
         self.overrides = dict(overrides or {})
-        unknown = sorted(k for k in self.overrides if k.split("#")[0] not in self.parser.config)
-        if unknown:
-            raise ValueError(f"model {name!r}: config overrides {unknown} are not ids of {config_file}")
-        self.parser.update({"bundle_root": str(self.bundle_dir), **self.overrides})
+        self.parser = inference_parser(self.bundle_dir, self.overrides, name)
+        # the served file is the checkpoint: the config takes the settings it was trained with from it
+        self.parser.update({"ckpt_path": str(self.model_path)})
         self.metadata: dict[str, Any] = dict(self.parser.get("_meta_") or {})
         self._lock = threading.Lock()
         self._network: tuple[torch.nn.Module, int, torch.device] | None = None
+        if self.model_path.is_file():
+            self.check_settings()
+
+    def check_settings(self) -> None:
+        """Refuse serving when this config's settings contradict those the weights file was trained with.
+
+        Raises:
+            ValueError: naming the model, each contradicting setting and both values (not the file's path).
+        """
+        requested = self.get("model_settings")  # the config's image size, class names, encoder arch and stem
+        saved = read_model_settings(self.model_path, missing_ok=True)
+        check_model_settings(saved, requested, where=f"of model {self.name!r}",
+                             ids={key: f"--conf {self.name}_config {key!r}" for key in requested})
 
     def get(self, id: str, instantiate: bool = True) -> Any:
         """The parsed (and instantiated) content of config ``id``."""
@@ -141,6 +178,7 @@ class ServedBundle:
                 return cached[0]
             network = self.get("network_def")
             try:
+                self.check_settings()  # the file may have been replaced by one trained otherwise
                 load_model_weights(network, self.model_path, what=f"model {self.name!r} weights")
             except (ValueError, FileNotFoundError) as err:
                 logger.warning(f"model {self.name!r}: {err}")
@@ -169,7 +207,9 @@ def write_initial_weights(
     Returns:
         ``path``.
     """
-    network = ServedBundle("initial weights", bundle_dir, overrides=overrides).get("network_def")
+    parser = inference_parser(Path(bundle_dir).resolve(), dict(overrides or {}), "initial weights")
+    parser.update({"ckpt_path": str(path)})  # no trained settings are read from another file
+    network = parser.get_parsed_content("network_def")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), str(path))
     return Path(path)
