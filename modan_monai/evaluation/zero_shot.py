@@ -14,6 +14,20 @@ in (x, y) has a mean that is exactly affine in the patch centre.
 
 Geometry (landmarks, wholes, parts, sampled points) is drawn once and shared by every encoder compared, so the
 encoders see the same patches.
+
+BatchNorm statistics (:func:`prepare_encoder`): an encoder that has never been trained (a BatchNorm layer with
+``num_batches_tracked == 0``, e.g. scratch) is evaluated with statistics estimated on the analysis patches, the
+k-NN monitor's rule and code (:func:`modan_monai.handlers.knn.bn_never_trained`,
+:func:`~modan_monai.handlers.knn.bn_estimated_copy`); with its initial statistics (mean 0, variance 1) its embeddings
+are nearly constant and win every raw-cosine figure.
+
+Controls: each figure comes with one that a degenerate (constant) embedding cannot pass. Localizability: beside the
+paper's distance to the centroid, leave-one-image-out nearest-centroid accuracy of the landmark
+(:func:`nearest_centroid_accuracy`, chance ``1 / L``). Hierarchy: top-1 retrieval (chance ``1 / L``). Composability:
+matched - mismatched (chance 0). Interpolation / extrapolation: beside the trivial predictor "mean embedding of all
+patches" (the gain over it, chance 0) and after centring every embedding on that mean (chance 0)
+(:func:`interpolation_controls`). Every summary has a 95 % percentile bootstrap interval over images
+(:func:`bootstrap_interval`).
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from modan_monai.handlers.knn import BN_STATS, bn_estimated_copy, bn_never_trained
 from modan_monai.utils.names import safe_file_name
 
 #: the analyses :func:`run_zero_shot` runs, in order
@@ -36,9 +51,11 @@ ZERO_SHOT_ANALYSES: tuple[str, ...] = ("localizability", "hierarchy", "composabi
 
 __all__ = [
     "ZERO_SHOT_ANALYSES",
+    "BN_STATS",
     "JSRT_LANDMARKS",
     "LANDMARK_KINDS",
     "Landmark",
+    "bootstrap_interval",
     "centre_boxes",
     "composability",
     "cosine_rows",
@@ -49,12 +66,17 @@ __all__ = [
     "guillotine_parts",
     "hierarchy_embeddings",
     "interpolation",
+    "interpolation_controls",
+    "interpolation_embeddings",
+    "landmark_embeddings",
     "landmarks_from_masks",
     "load_images_and_landmarks",
     "localizability",
     "markdown_table",
+    "nearest_centroid_accuracy",
     "plot_boxes",
     "plot_hierarchy",
+    "prepare_encoder",
     "run_zero_shot",
     "sample_interpolation_points",
     "structure_points",
@@ -280,6 +302,44 @@ def embed_patches(
     return out
 
 
+def prepare_encoder(
+    encoder: torch.nn.Module,
+    patches: torch.Tensor,
+    bn_stats: str = "auto",
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, bool]:
+    """The encoder to analyse, with BatchNorm statistics estimated on the analysis patches where the rule says so.
+
+    The k-NN monitor's rule (:class:`modan_monai.handlers.knn.KNNMonitor`, shared code): ``"auto"`` estimates the
+    statistics when a BatchNorm layer has never tracked a batch (an untrained encoder, whose statistics are still
+    0 / 1 and whose embeddings are then nearly constant) and keeps the running statistics of a trained one;
+    ``"recompute"`` always estimates them; ``"running"`` never does.
+
+    Args:
+        encoder: the encoder (not changed; a calibrated copy is returned).
+        patches: ``(M, C, S, S)`` analysis patches the statistics are estimated on.
+        bn_stats: one of :data:`BN_STATS`.
+        batch_size: patches per forward pass while estimating.
+        device: torch device.
+
+    Returns:
+        ``(encoder to analyse, whether its statistics were estimated)``.
+
+    Raises:
+        ValueError: an unknown ``bn_stats``, or no patches when the statistics are to be estimated.
+    """
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"zero-shot: bn_stats must be one of {BN_STATS}, got {bn_stats!r}.")
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                 for m in encoder.modules())
+    if bn_stats == "running" or not has_bn or (bn_stats == "auto" and not bn_never_trained(encoder)):
+        return encoder, False
+    if len(patches) == 0:
+        raise ValueError("zero-shot: no analysis patches to estimate the BatchNorm statistics on.")
+    return bn_estimated_copy(encoder.to(device), patches, batch_size=batch_size), True
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -303,6 +363,62 @@ def distances_to_centroid(embeddings: np.ndarray) -> np.ndarray:
     return np.linalg.norm(z - z.mean(axis=0, keepdims=True), axis=-1)
 
 
+def nearest_centroid_accuracy(embeddings: np.ndarray) -> np.ndarray:
+    """Localizability control: leave-one-image-out nearest-centroid classification of the landmark.
+
+    Each L2-normalised embedding of image ``n`` is assigned the landmark whose centroid (the mean of that
+    landmark's normalised embeddings over the other images, as in :func:`distances_to_centroid`) is nearest in L2.
+    A patch whose nearest distance is shared by several landmarks (a constant embedding ties them all) scores
+    ``1 / (number tied)`` if its own landmark is among them, so chance is ``1 / L``. Unlike the distance, this
+    has a between-landmark term: a collapsed embedding is near its centroid but no nearer to its own.
+
+    Args:
+        embeddings: ``(N, L, D)``, ``N >= 2``.
+
+    Returns:
+        ``(N, L)`` credit in ``[0, 1]``; its mean is the accuracy.
+
+    Raises:
+        ValueError: fewer than 2 images.
+    """
+    z = _normalise(np.asarray(embeddings, dtype=np.float64))
+    n, num = z.shape[:2]
+    if n < 2:
+        raise ValueError(f"nearest_centroid_accuracy: leave-one-image-out needs 2 images or more, got {n}.")
+    centroids = (z.sum(axis=0, keepdims=True) - z) / (n - 1)  # (N, L, D): centroids without image n
+    dist = np.linalg.norm(z[:, :, None, :] - centroids[:, None, :, :], axis=-1)  # (N, L query, L centroid)
+    nearest = np.isclose(dist, dist.min(axis=-1, keepdims=True), rtol=1e-9, atol=1e-12)
+    own = nearest[:, np.arange(num), np.arange(num)]
+    return own / nearest.sum(axis=-1)
+
+
+def landmark_embeddings(
+    encoder: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    landmarks: np.ndarray,
+    input_size: int,
+    patch_fraction: float = 0.22,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Embeddings of the landmark patches (side ``patch_fraction * H``) of localizability.
+
+    Args:
+        encoder: ``(B, C, S, S) -> (B, D)``.
+        images: ``(N, C, H, W)``.
+        landmarks: ``(N, L, 2)`` ``(row, col)``.
+        input_size: encoder input side ``S``.
+        patch_fraction: patch side / image side ``H`` (0.22).
+        device: torch device.
+
+    Returns:
+        ``(N, L, D)``.
+    """
+    n, num = landmarks.shape[:2]
+    boxes = centre_boxes(landmarks.reshape(-1, 2), patch_fraction * images.shape[-2])
+    patches = crop_boxes(images, boxes, np.repeat(np.arange(n), num), input_size)
+    return embed_patches(encoder, patches, device=device).reshape(n, num, -1)
+
+
 def localizability(
     encoder: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -311,7 +427,8 @@ def localizability(
     patch_fraction: float = 0.22,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Localizability distances of landmark patches.
+    """Localizability distances of landmark patches (the paper's figure; see :func:`nearest_centroid_accuracy`
+    for its control).
 
     Args:
         encoder: ``(B, C, S, S) -> (B, D)``.
@@ -324,10 +441,7 @@ def localizability(
     Returns:
         ``(N, L)`` distances (:func:`distances_to_centroid`).
     """
-    n, num = landmarks.shape[:2]
-    boxes = centre_boxes(landmarks.reshape(-1, 2), patch_fraction * images.shape[-2])
-    patches = crop_boxes(images, boxes, np.repeat(np.arange(n), num), input_size)
-    return distances_to_centroid(embed_patches(encoder, patches, device=device).reshape(n, num, -1))
+    return distances_to_centroid(landmark_embeddings(encoder, images, landmarks, input_size, patch_fraction, device))
 
 
 def hierarchy_embeddings(
@@ -352,11 +466,17 @@ def hierarchy_embeddings(
         ``(N, V, L, D)`` with ``V = len(levels)``.
     """
     n, num = landmarks.shape[:2]
-    h = images.shape[-2]
+    boxes, index = _hierarchy_boxes(landmarks, images.shape[-2], levels)
+    patches = crop_boxes(images, boxes, index, input_size)
+    return embed_patches(encoder, patches, device=device).reshape(n, len(levels), num, -1)
+
+
+def _hierarchy_boxes(landmarks: np.ndarray, h: int, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(N * V * L, 4)`` boxes of :func:`hierarchy_embeddings` and their image indices."""
+    n, num = landmarks.shape[:2]
     points = np.tile(landmarks[:, None], (1, len(levels), 1, 1)).reshape(-1, 2)
     sides = np.tile(np.repeat([h / 2.0 ** lv for lv in levels], num)[None], (n, 1)).reshape(-1)
-    patches = crop_boxes(images, centre_boxes(points, sides), np.repeat(np.arange(n), len(levels) * num), input_size)
-    return embed_patches(encoder, patches, device=device).reshape(n, len(levels), num, -1)
+    return centre_boxes(points, sides), np.repeat(np.arange(n), len(levels) * num)
 
 
 def cross_level_retrieval(embeddings: np.ndarray) -> np.ndarray:
@@ -496,7 +616,7 @@ def interpolation(
     input_size: int,
     device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolation and extrapolation cosines (Fig. 6).
+    """Interpolation and extrapolation cosines (Fig. 6; see :func:`interpolation_controls` for the controls).
 
     Args:
         encoder: ``(B, C, S, S) -> (B, D)``.
@@ -511,32 +631,147 @@ def interpolation(
     Returns:
         ``(cos(t E_A + (1 - t) E_B, E_C), cos(t (E_B - E_A) + E_B, E_D))``, each ``(M,)``.
     """
+    e = interpolation_embeddings(encoder, images, points, image_index, side, input_size, device=device)
+    scores = interpolation_controls(e, ts)
+    return scores["interpolation"], scores["extrapolation"]
+
+
+def interpolation_embeddings(
+    encoder: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    points: np.ndarray,
+    image_index: np.ndarray,
+    side: float,
+    input_size: int,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Embeddings ``E_A, E_B, E_C, E_D`` of the interpolation patches.
+
+    Args:
+        encoder: ``(B, C, S, S) -> (B, D)``.
+        images: ``(N, C, H, W)``.
+        points: ``(M, 4, 2)`` (:func:`sample_interpolation_points`).
+        image_index: ``(M,)``.
+        side: patch side.
+        input_size: ``S``.
+        device: torch device.
+
+    Returns:
+        ``(M, 4, D)``.
+    """
     m = len(points)
     patches = crop_boxes(images, centre_boxes(points.reshape(-1, 2), side), np.repeat(image_index, 4), input_size)
-    e = embed_patches(encoder, patches, device=device).reshape(m, 4, -1)
-    t = np.asarray(ts, dtype=np.float64)[:, None]
+    return embed_patches(encoder, patches, device=device).reshape(m, 4, -1)
+
+
+def interpolation_controls(embeddings: np.ndarray, ts: np.ndarray) -> dict[str, np.ndarray]:
+    """Interpolation / extrapolation cosines with their controls.
+
+    With ``P_C = t E_A + (1 - t) E_B``, ``P_D = t (E_B - E_A) + E_B`` and ``M`` the mean embedding of all ``4 M``
+    patches (the trivial predictor "mean embedding of all patches"), for ``X`` in ``C, D``:
+
+    - ``<kind>``: ``cos(P_X, E_X)``, the paper's figure;
+    - ``<kind>_mean``: ``cos(M, E_X)``, the trivial predictor's score;
+    - ``<kind>_gain``: the figure minus the trivial predictor's score (chance 0);
+    - ``<kind>_centred``: ``cos(P_X - M, E_X - M)``, the figure after centring every embedding on ``M`` (chance 0;
+      the trivial predictor scores 0 here by construction).
+
+    A constant embedding scores 1 on the figure and 0 on every control.
+
+    Args:
+        embeddings: ``(M, 4, D)`` ``E_A, E_B, E_C, E_D``.
+        ts: ``(M,)`` the ``t`` of each sample.
+
+    Returns:
+        ``{name: (M,)}`` for ``kind`` in ``interpolation`` (target C) and ``extrapolation`` (target D).
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    t = np.asarray(ts, dtype=np.float64).reshape(-1, 1)
     ea, eb, ec, ed = e[:, 0], e[:, 1], e[:, 2], e[:, 3]
-    return cosine_rows(t * ea + (1 - t) * eb, ec), cosine_rows(t * (eb - ea) + eb, ed)
+    mean = e.reshape(-1, e.shape[-1]).mean(axis=0, keepdims=True)
+    # a centred vector shorter than 1e-9 of the typical embedding is rounding noise of a constant embedding: zero
+    floor = 1e-9 * float(np.linalg.norm(e, axis=-1).mean()) + 1e-300
+    out: dict[str, np.ndarray] = {}
+    for kind, pred, target in (("interpolation", t * ea + (1 - t) * eb, ec),
+                               ("extrapolation", t * (eb - ea) + eb, ed)):
+        out[kind] = cosine_rows(pred, target)
+        out[f"{kind}_mean"] = cosine_rows(np.broadcast_to(mean, target.shape), target)
+        out[f"{kind}_gain"] = out[kind] - out[f"{kind}_mean"]
+        a, b = pred - mean, target - mean
+        out[f"{kind}_centred"] = np.sum(a * b, axis=-1) / np.maximum(
+            np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), floor * floor)
+    return out
 
 
-def summarise(frame: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
-    """``mean``, ``sd`` (ddof 1) and ``n`` of ``value`` grouped by ``by`` (in first-appearance order)."""
+def bootstrap_interval(
+    values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: ``scipy.stats.bootstrap`` (``method="percentile"``) with a
+    ``numpy.random.Generator`` seeded by ``seed``, so the same values and seed give the same interval.
+
+    Args:
+        values: ``(n,)`` independent units (e.g. per-image means).
+        confidence: the confidence level (0.95).
+        n_resamples: bootstrap resamples.
+        seed: the generator's seed.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` for fewer than 2 values.
+    """
+    from scipy.stats import bootstrap
+
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size < 2:
+        return math.nan, math.nan
+    result = bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=int(n_resamples), method="percentile",
+                       rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def summarise(frame: pd.DataFrame, value: str, by: Sequence[str], unit: str | None = None, seed: int = 0,
+              n_resamples: int = 2000) -> pd.DataFrame:
+    """``mean``, ``sd`` (ddof 1) and ``n`` of ``value`` grouped by ``by`` (in first-appearance order).
+
+    Args:
+        frame: the measurements.
+        value: the column summarised.
+        by: the grouping columns.
+        unit: the column naming the independent unit (e.g. the image ``row``); when given, ``ci_low`` /
+            ``ci_high`` are added: the 95 % :func:`bootstrap_interval` of the mean of the per-unit means, and
+            ``units``, their number (the analyses have the same number of measurements per image, so that mean
+            is ``mean``).
+        seed: the bootstrap seed.
+        n_resamples: bootstrap resamples.
+    """
     grouped = frame.groupby(list(by), sort=False)[value]
-    return grouped.agg(mean="mean", sd="std", n="count").reset_index()
+    stats = grouped.agg(mean="mean", sd="std", n="count").reset_index()
+    if unit is not None:
+        per_unit = frame.groupby([*by, unit], sort=False)[value].mean().reset_index()
+        intervals = {key if isinstance(key, tuple) else (key,): bootstrap_interval(g[value].to_numpy(), seed=seed,
+                                                                                   n_resamples=n_resamples)
+                     for key, g in per_unit.groupby(list(by), sort=False)}
+        counts = per_unit.groupby(list(by), sort=False)[value].count()
+        keys = [tuple(r) for r in stats[list(by)].itertuples(index=False)]
+        stats["ci_low"] = [intervals[k][0] for k in keys]
+        stats["ci_high"] = [intervals[k][1] for k in keys]
+        stats["units"] = [int(counts.loc[k if len(k) > 1 else k[0]]) for k in keys]
+    return stats
 
 
 def markdown_table(stats: pd.DataFrame, rows: str, columns: str | None = None, digits: int = 3) -> str:
-    """A markdown table of ``mean ± sd (n)`` cells from :func:`summarise` output.
+    """A markdown table of ``mean ± sd (n)`` cells from :func:`summarise` output (``mean ± sd (n) [low, high]`` when
+    it has the bootstrap interval).
 
     Args:
-        stats: columns ``mean``, ``sd``, ``n`` and the grouping columns.
+        stats: columns ``mean``, ``sd``, ``n`` (and optionally ``ci_low``, ``ci_high``) and the grouping columns.
         rows: the column giving the table rows (e.g. ``encoder``).
         columns: the column giving the table columns, or ``None`` for one value column.
         digits: decimals.
     """
     def cell(r: pd.Series) -> str:
         sd = "nan" if pd.isna(r["sd"]) else f"{r['sd']:.{digits}f}"
-        return f"{r['mean']:.{digits}f} ± {sd} ({int(r['n'])})"
+        ci = f" [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]" if "ci_low" in r.index else ""
+        return f"{r['mean']:.{digits}f} ± {sd} ({int(r['n'])}){ci}"
 
     row_keys = list(dict.fromkeys(stats[rows]))
     col_keys = list(dict.fromkeys(stats[columns])) if columns else ["mean ± sd (n)"]
@@ -688,6 +923,9 @@ def run_zero_shot(
     samples_per_t: int = 2,
     ts: Sequence[float] = (0.25, 0.5, 0.75),
     stem: str | None = None,
+    bn_stats: str = "auto",
+    bn_patches: int = 2048,
+    bootstrap_resamples: int = 2000,
     device: str | torch.device = "cpu",
     logger: logging.Logger | None = None,
 ) -> dict[str, pd.DataFrame]:
@@ -695,9 +933,15 @@ def run_zero_shot(
 
     Writes into ``out_dir`` (atomically), per analysis ``A``: ``A.csv`` (one row per encoder and measurement; images
     are named by manifest ``row`` and ``case_id`` only), ``A.png`` (``hierarchy_<encoder>.png`` per encoder for the
-    hierarchy maps, ``hierarchy.png`` the retrieval boxes), ``A.md`` (encoders compared, mean ± sd (n)); and
-    ``landmarks.csv``, ``summary.md`` (all tables), ``settings.json``. The geometry is drawn once from ``seed`` and
-    shared by all encoders.
+    hierarchy maps, ``hierarchy.png`` the retrieval boxes), ``A.md`` (encoders compared, mean ± sd (n) [95 %
+    bootstrap interval over images]); and ``landmarks.csv``, ``controls.csv`` (one row per encoder, figure and
+    statistic: the paper's figure and its control, mean, interval, images, chance), ``summary.md`` (the BatchNorm
+    rule applied to each encoder, the controls table, then all tables), ``settings.json``. The geometry is drawn
+    once from ``seed`` and shared by all encoders.
+
+    BatchNorm statistics (:func:`prepare_encoder`): with ``bn_stats="auto"`` an encoder that has never been trained
+    is analysed with statistics estimated on a seeded subset of at most ``bn_patches`` of the analysis patches (all
+    analyses' patches pooled), the k-NN monitor's rule.
 
     Args:
         manifest: manifest CSV with ``mask_<structure>`` columns for the structures of ``spec``.
@@ -716,15 +960,19 @@ def run_zero_shot(
         samples_per_t: interpolation samples per image and ``t``.
         ts: the interpolation fractions ``t``.
         stem: encoder stem override (``None``: the checkpoint's).
+        bn_stats: ``"auto"`` (estimate the BatchNorm statistics of never-trained encoders), ``"recompute"`` (of
+            every encoder) or ``"running"`` (never).
+        bn_patches: most analysis patches the statistics are estimated on.
+        bootstrap_resamples: resamples of the 95 % percentile bootstrap intervals over images.
         device: torch device.
         logger: progress logger.
 
     Returns:
-        ``{analysis: its CSV frame}``.
+        ``{analysis: its CSV frame}`` and ``"controls"``, the ``controls.csv`` frame.
 
     Raises:
-        ValueError: no encoder, an unknown analysis, fewer than 2 images for composability, or the errors of the
-            loading and landmark steps (naming file and structure).
+        ValueError: no encoder, an unknown analysis or ``bn_stats``, fewer than 2 images for localizability or
+            composability, or the errors of the loading and landmark steps (naming file and structure).
     """
     import json
 
@@ -739,6 +987,10 @@ def run_zero_shot(
     unknown = [a for a in analyses if a not in ZERO_SHOT_ANALYSES]
     if unknown:
         raise ValueError(f"run_zero_shot: unknown analyses {unknown}; choose from {ZERO_SHOT_ANALYSES}.")
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"run_zero_shot: bn_stats must be one of {BN_STATS}, got {bn_stats!r}.")
+    if int(bn_patches) < 2:
+        raise ValueError(f"run_zero_shot: bn_patches must be >= 2, got {bn_patches}.")
     analyses = [a for a in ZERO_SHOT_ANALYSES if a in analyses]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -752,6 +1004,9 @@ def run_zero_shot(
     n = len(datalist)
     if "composability" in analyses and n < 2:
         raise ValueError(f"run_zero_shot: composability's mismatched control needs 2 images or more, got {n}.")
+    if "localizability" in analyses and n < 2:
+        raise ValueError(f"run_zero_shot: localizability's leave-one-image-out control needs 2 images or more, "
+                         f"got {n}.")
     ids = pd.DataFrame({"row": [item.get("row") for item in datalist],
                         "case_id": [item.get("case_id") for item in datalist]})
     log.info("loading %d images and masks at %d px", n, load_size)
@@ -790,17 +1045,45 @@ def run_zero_shot(
                     point_t.append(float(t))
                     rejected += tries
 
+    # the analysis patches BatchNorm statistics are estimated on (all analyses pooled; a seeded subset)
+    pool_boxes, pool_index = [], []
+    if "localizability" in analyses:
+        pool_boxes.append(centre_boxes(landmarks.reshape(-1, 2), patch_fraction * h))
+        pool_index.append(np.repeat(np.arange(n), len(names)))
+    if "hierarchy" in analyses:
+        boxes, index = _hierarchy_boxes(landmarks, h, levels)
+        pool_boxes.append(boxes)
+        pool_index.append(index)
+    if "composability" in analyses:
+        pool_boxes += [np.stack(wholes), np.concatenate(parts)]
+        pool_index += [np.array(whole_image), np.repeat(whole_image, [len(p) for p in parts])]
+    if "interpolation" in analyses:
+        pool_boxes.append(centre_boxes(np.stack(points).reshape(-1, 2), interp_side))
+        pool_index.append(np.repeat(point_image, 4))
+    pool_boxes_all, pool_index_all = np.concatenate(pool_boxes), np.concatenate(pool_index)
+    bn_take = np.sort(np.random.default_rng([int(seed), 1]).choice(
+        len(pool_boxes_all), size=min(int(bn_patches), len(pool_boxes_all)), replace=False))
+    bn_pool: torch.Tensor | None = None  # cropped when an encoder needs it
+
     frames: dict[str, list[pd.DataFrame]] = {a: [] for a in analyses}
     retrieval_frames: list[pd.DataFrame] = []
     tables: dict[str, str] = {}
+    bn_estimated: dict[str, bool] = {}
     for enc_name, enc_spec in encoders.items():
         log.info("zero-shot analyses of encoder %s (%s)", enc_name, enc_spec)
         encoder = build_encoder(enc_spec, stem=stem, logger=log)
+        if bn_pool is None and bn_stats != "running":
+            bn_pool = crop_boxes(images, pool_boxes_all[bn_take], pool_index_all[bn_take], image_size)
+        encoder, bn_estimated[enc_name] = prepare_encoder(
+            encoder, bn_pool if bn_pool is not None else torch.zeros(0), bn_stats, device=device)
+        log.info("encoder %s: %s", enc_name, f"BatchNorm statistics estimated on {len(bn_take)} analysis patches"
+                 if bn_estimated[enc_name] else "its own BatchNorm statistics")
         if "localizability" in analyses:
-            dist = localizability(encoder, images, landmarks, image_size, patch_fraction, device=device)
+            emb = landmark_embeddings(encoder, images, landmarks, image_size, patch_fraction, device=device)
+            dist, ncc = distances_to_centroid(emb), nearest_centroid_accuracy(emb)
             frames["localizability"].append(pd.DataFrame(
-                [{"encoder": enc_name, **ids.iloc[i].to_dict(), "landmark": name, "distance": dist[i, j]}
-                 for i in range(n) for j, name in enumerate(names)]))
+                [{"encoder": enc_name, **ids.iloc[i].to_dict(), "landmark": name, "distance": dist[i, j],
+                  "nearest_centroid": ncc[i, j]} for i in range(n) for j, name in enumerate(names)]))
         if "hierarchy" in analyses:
             emb = hierarchy_embeddings(encoder, images, landmarks, image_size, levels, device=device)
             correct = cross_level_retrieval(emb)
@@ -832,27 +1115,44 @@ def run_zero_shot(
                 "partner_row": ids["row"].to_numpy()[np.array(whole_image)[partner]]}))
         if "interpolation" in analyses:
             pts = np.stack(points)
-            cos_c, cos_d = interpolation(encoder, images, pts, np.array(point_image), np.array(point_t),
-                                         interp_side, image_size, device=device)
+            scores = interpolation_controls(interpolation_embeddings(
+                encoder, images, pts, np.array(point_image), interp_side, image_size, device=device), np.array(point_t))
             base = {"encoder": enc_name, "row": ids["row"].to_numpy()[point_image],
                     "case_id": ids["case_id"].to_numpy()[point_image], "t": point_t,
                     "a_y": pts[:, 0, 0], "a_x": pts[:, 0, 1], "b_y": pts[:, 1, 0], "b_x": pts[:, 1, 1]}
-            frames["interpolation"].append(pd.concat([pd.DataFrame({**base, "kind": "interpolation",
-                                                                    "cosine": cos_c}),
-                                                      pd.DataFrame({**base, "kind": "extrapolation",
-                                                                    "cosine": cos_d})], ignore_index=True))
+            frames["interpolation"].append(pd.concat(
+                [pd.DataFrame({**base, "kind": kind, "cosine": scores[kind], "mean_cosine": scores[f"{kind}_mean"],
+                               "gain": scores[f"{kind}_gain"], "centred_cosine": scores[f"{kind}_centred"]})
+                 for kind in ("interpolation", "extrapolation")], ignore_index=True))
 
     results: dict[str, pd.DataFrame] = {}
+    boot = {"unit": "row", "seed": int(seed), "n_resamples": int(bootstrap_resamples)}
+    controls: list[pd.DataFrame] = []
+
+    def control(frame: pd.DataFrame, value: str, figure: str, statistic: str, chance: float | None,
+                better: str) -> None:
+        stats = summarise(frame, value, ["encoder"], **boot)
+        controls.append(stats.assign(figure=figure, statistic=statistic, chance=chance, better=better))
+
+    chance_l = 1.0 / len(names)
     if "localizability" in analyses:
         df = pd.concat(frames["localizability"], ignore_index=True)
         _write_csv(df, out / "localizability.csv")
         plot_boxes({e: g["distance"].to_numpy() for e, g in df.groupby("encoder", sort=False)},
                    out / "localizability.png", "distance to the landmark centroid",
                    f"Localizability: {n} images x {len(names)} landmarks (lower = better)")
+        control(df, "distance", "localizability", "distance to centroid (paper)", None, "lower")
+        control(df, "nearest_centroid", "localizability", "leave-one-image-out nearest-centroid accuracy", chance_l,
+                "higher")
         tables["localizability"] = (
             f"### Localizability (distance of L2-normalised landmark embeddings to their centroid; lower = better)\n\n"
-            + markdown_table(summarise(df, "distance", ["encoder"]), "encoder") + "\nPer landmark:\n\n"
-            + markdown_table(summarise(df, "distance", ["landmark", "encoder"]), "landmark", "encoder"))
+            + markdown_table(summarise(df, "distance", ["encoder"], **boot), "encoder") + "\nPer landmark:\n\n"
+            + markdown_table(summarise(df, "distance", ["landmark", "encoder"], **boot), "landmark", "encoder")
+            + f"\nControl: leave-one-image-out nearest-centroid accuracy of the landmark (chance {chance_l:.3f}; a "
+            "constant embedding has distance 0 but scores chance here):\n\n"
+            + markdown_table(summarise(df, "nearest_centroid", ["encoder"], **boot), "encoder") + "\nPer landmark:\n\n"
+            + markdown_table(summarise(df, "nearest_centroid", ["landmark", "encoder"], **boot), "landmark",
+                             "encoder"))
         results["localizability"] = df
     if "hierarchy" in analyses:
         df = pd.concat(frames["hierarchy"], ignore_index=True)
@@ -860,6 +1160,7 @@ def run_zero_shot(
         _write_csv(df, out / "hierarchy.csv")
         _write_csv(ret, out / "hierarchy_retrieval.csv")
         per_image = ret.groupby(["encoder", "row"], sort=False)["correct"].mean().rename("accuracy").reset_index()
+        control(per_image, "accuracy", "hierarchy", "cross-level top-1 retrieval accuracy", chance_l, "higher")
         plot_boxes({e: g["accuracy"].to_numpy() for e, g in per_image.groupby("encoder", sort=False)},
                    out / "hierarchy.png", "cross-level top-1 retrieval accuracy per image",
                    f"Part-whole hierarchy (chance {1 / len(names):.2f})")
@@ -868,9 +1169,10 @@ def run_zero_shot(
         tables["hierarchy"] = (
             f"### Part-whole hierarchy: cross-level same-landmark top-1 retrieval accuracy (levels {tuple(levels)}, "
             f"chance {1 / len(names):.3f}; sd and n over images)\n\n"
-            + markdown_table(summarise(per_image, "accuracy", ["encoder"]), "encoder") + "\nPer ordered level pair "
-            "(query -> gallery):\n\n"
-            + markdown_table(summarise(pair_acc.reset_index(), "accuracy", ["encoder", "pair"]), "encoder", "pair"))
+            + markdown_table(summarise(per_image, "accuracy", ["encoder"], **boot), "encoder")
+            + "\nPer ordered level pair (query -> gallery):\n\n"
+            + markdown_table(summarise(pair_acc.reset_index(), "accuracy", ["encoder", "pair"], **boot), "encoder",
+                             "pair"))
         results["hierarchy"] = df
         results["hierarchy_retrieval"] = ret
     if "composability" in analyses:
@@ -882,15 +1184,17 @@ def run_zero_shot(
             groups[f"{e} mismatched"] = g["mismatched"].to_numpy()
         plot_boxes(groups, out / "composability.png", "cos(E_whole, mean of part embeddings)",
                    "Composability (k = 2, 3, 4 guillotine parts)")
-        long = df.melt(id_vars=["encoder"], value_vars=["matched", "mismatched", "difference"], var_name="pair",
-                       value_name="cosine")
+        long = df.melt(id_vars=["encoder", "row"], value_vars=["matched", "mismatched", "difference"],
+                       var_name="pair", value_name="cosine")
         by_k = df.assign(k=[f"k={k}" for k in df["k"]])
+        control(df, "matched", "composability", "matched cosine (paper)", None, "higher")
+        control(df, "difference", "composability", "matched - mismatched", 0.0, "higher")
         tables["composability"] = (
             "### Composability: cos(E_whole, mean of part embeddings), the parts' own whole (matched) vs another "
             "image's parts (mismatched)\n\n"
-            + markdown_table(summarise(long, "cosine", ["encoder", "pair"]), "encoder", "pair")
-            + "\nDifference (matched - mismatched) per part count:\n\n"
-            + markdown_table(summarise(by_k, "difference", ["encoder", "k"]), "encoder", "k"))
+            + markdown_table(summarise(long, "cosine", ["encoder", "pair"], **boot), "encoder", "pair")
+            + "\nDifference (matched - mismatched; the control, chance 0) per part count:\n\n"
+            + markdown_table(summarise(by_k, "difference", ["encoder", "k"], **boot), "encoder", "k"))
         results["composability"] = df
     if "interpolation" in analyses:
         df = pd.concat(frames["interpolation"], ignore_index=True)
@@ -900,16 +1204,52 @@ def run_zero_shot(
         plot_boxes(groups, out / "interpolation.png", "cosine", "Interpolation / extrapolation (t = "
                    + ", ".join(f"{t:g}" for t in ts) + ")")
         col = df.assign(column=[f"{k[:6]}. t={t:g}" for k, t in zip(df["kind"], df["t"])])
+        for kind in ("interpolation", "extrapolation"):
+            sub = df[df["kind"] == kind]
+            control(sub, "cosine", kind, "cosine (paper)", None, "higher")
+            control(sub, "mean_cosine", kind, "mean-embedding predictor cosine", None, "higher")
+            control(sub, "gain", kind, "cosine - mean-embedding predictor", 0.0, "higher")
+            control(sub, "centred_cosine", kind, "cosine after centring on the mean embedding", 0.0, "higher")
+        ctrl = df.melt(id_vars=["encoder", "row", "kind"], value_vars=["mean_cosine", "gain", "centred_cosine"],
+                       var_name="control", value_name="value")
+        ctrl = ctrl.assign(column=[f"{k[:6]}. {c}" for k, c in zip(ctrl["kind"], ctrl["control"])])
         tables["interpolation"] = (
             "### Interpolation cos(t E_A + (1 - t) E_B, E_C) and extrapolation cos(t (E_B - E_A) + E_B, E_D)\n\n"
-            + markdown_table(summarise(df, "cosine", ["encoder", "kind"]), "encoder", "kind") + "\nPer t:\n\n"
-            + markdown_table(summarise(col, "cosine", ["encoder", "column"]), "encoder", "column")
+            + markdown_table(summarise(df, "cosine", ["encoder", "kind"], **boot), "encoder", "kind")
+            + "\nPer t:\n\n"
+            + markdown_table(summarise(col, "cosine", ["encoder", "column"], **boot), "encoder", "column")
+            + "\nControls: mean_cosine = cos(M, E_target), the trivial predictor \"mean embedding M of all patches\"; "
+            "gain = cosine - mean_cosine (chance 0); centred_cosine = the cosine after subtracting M from every "
+            "embedding (chance 0). A constant embedding scores 1 on the cosine and 0 on gain and centred_cosine.\n\n"
+            + markdown_table(summarise(ctrl, "value", ["encoder", "column"], **boot), "encoder", "column")
             + f"\nPatch side {interp_side:g} px at {h} px; {len(points)} samples kept, {rejected} draws rejected "
             "(a patch outside the image, or |A - B| < patch side).\n")
         results["interpolation"] = df
     for analysis, table in tables.items():
         _write_text(out / f"{analysis}.md", table)
+    columns = ["encoder", "figure", "statistic", "mean", "ci_low", "ci_high", "sd", "n", "units", "chance", "better"]
+    control_frame = pd.concat(controls, ignore_index=True)[columns].rename(columns={"units": "images"})
+    control_frame.insert(1, "bn_stats_estimated", [bn_estimated[e] for e in control_frame["encoder"]])
+    _write_csv(control_frame, out / "controls.csv")
+    results["controls"] = control_frame
+    bn_lines = "\n".join(
+        f"- {e}: " + (f"BatchNorm statistics estimated on {len(bn_take)} analysis patches ("
+                      + ("it had never been trained: the k-NN monitor's rule" if bn_stats == "auto"
+                         else "bn_stats 'recompute'") + ")" if bn_estimated[e]
+                      else "its own BatchNorm statistics (" + ("trained, or no BatchNorm" if bn_stats == "auto"
+                                                                else f"bn_stats {bn_stats!r}") + ")")
+        for e in encoders)
+    ctrl_table = control_frame.assign(
+        measure=[f"{f}: {st}" + (f" (chance {c:.3f})" if pd.notna(c) else "") + f", {b} = better"
+             for f, st, c, b in zip(control_frame["figure"], control_frame["statistic"], control_frame["chance"],
+                                    control_frame["better"])])
+    controls_md = ("### Figures and their controls (mean ± sd (n) [95 % percentile bootstrap interval over images, "
+                   f"scipy.stats.bootstrap, {int(bootstrap_resamples)} resamples, seed {int(seed)}])\n\n"
+                   + markdown_table(ctrl_table, "measure", "encoder") + "\n")
     settings = {"manifest": str(manifest), "encoders": dict(encoders), "image_size": int(image_size),
+                "bn_stats": bn_stats, "bn_patches": int(len(bn_take)), "bn_stats_estimated": bn_estimated,
+                "bootstrap": {"method": "percentile (scipy.stats.bootstrap)", "confidence": 0.95, "unit": "image",
+                              "resamples": int(bootstrap_resamples), "seed": int(seed)},
                 "load_size": int(load_size), "analyses": list(analyses), "splits": list(splits) if splits else None,
                 "max_images": max_images, "images": n, "seed": int(seed), "landmarks": names,
                 "patch_fraction": patch_fraction, "levels": list(levels), "wholes_per_k": int(wholes_per_k),
@@ -917,7 +1257,9 @@ def run_zero_shot(
     _write_text(out / "settings.json", json.dumps(settings, indent=2) + "\n")
     header = (f"# Zero-shot analyses\n\n{n} images of {Path(manifest).name}"
               f"{' (splits ' + ', '.join(splits) + ')' if splits else ''} at {load_size} px, encoder input "
-              f"{image_size} px, seed {seed}; encoders: " + ", ".join(f"{k}" for k in encoders) + ".\n\n")
-    _write_text(out / "summary.md", header + "\n".join(tables[a] for a in analyses if a in tables))
+              f"{image_size} px, seed {seed}; encoders: " + ", ".join(f"{k}" for k in encoders) + ".\n\n"
+              + f"BatchNorm statistics (bn_stats {bn_stats!r}):\n\n{bn_lines}\n\n")
+    _write_text(out / "summary.md", header + controls_md + "\n" + "\n".join(tables[a] for a in analyses
+                                                                           if a in tables))
     log.info("wrote %s", out / "summary.md")
     return results

@@ -7,6 +7,8 @@ from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCh
 from .checkpoint import BestModelSaver, FinalModelSaver, list_checkpoints, read_training_checkpoint
 from .exam_auc import ExamROCAUC
 from .knn import KNNMonitor, knn_predict
+from .linear_probe import linear_probe_accuracy
+from .monitor_data import monitor_datalist
 from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .summary import PretrainingSummary
@@ -39,5 +41,5 @@ from .schedules import LevelSchedule, SetEpoch, WeightDecaySchedule, find_level_
 
 __all__ += ["CollapseMonitor", "EMATeacherUpdate", "FreezeLastLayer", "LevelSchedule", "PerParameterGradientClipping"]
 __all__ += ["SetEpoch", "WeightDecaySchedule", "clip_gradients_per_parameter", "cosine_schedule"]
-__all__ += ["find_level_transform"]
+__all__ += ["find_level_transform", "linear_probe_accuracy", "monitor_datalist"]
 __all__ += ["optimizer_steps_now", "parse_level_schedule", "run_iterations"]

@@ -4,11 +4,13 @@ The usual check of self-supervised pretraining while it runs (solo-learn's ``Wei
 lightly's ``KNNBenchmarkModule``, after Wu et al., "Unsupervised feature learning via non-parametric
 instance discrimination", CVPR 2018): the pooled encoder features of a *bank* (the training split) and
 of a *query* set (a held-out split) are L2-normalised; each query takes the ``k`` bank features of
-highest cosine similarity and votes for their labels with weights ``exp(similarity / T)``. The label here
-is the metadata class (the combined modality x anatomy index of
-:class:`modan_monai.transforms.CombinedClassd`), so the monitor works for every pretraining method,
-whatever its loss. It runs at the start of training (epoch 0: the random or initial encoder), every
-``interval`` epochs and after the last epoch.
+highest cosine similarity and votes for their labels with weights ``exp(similarity / T)``. From the same
+features it fits a linear probe (:func:`modan_monai.handlers.linear_probe.linear_probe_accuracy`: a logistic
+regression on the bank, read on the queries). The label is, by default, the metadata class (the combined
+modality x anatomy index of :class:`modan_monai.transforms.CombinedClassd`), so the monitor works for every
+pretraining method, whatever its loss; any labelled manifest can be judged instead (a label column, e.g. of a
+downstream task's images: :func:`modan_monai.handlers.monitor_data.monitor_datalist`). It runs at the start of
+training (epoch 0: the random or initial encoder), every ``interval`` epochs and after the last epoch.
 
 The evaluation leaves training untouched: the encoder's per-module train/eval flags are restored, the
 global random states (Python, NumPy, torch CPU and CUDA) are saved and restored around it, and it uses no
@@ -33,7 +35,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from modan_monai.networks.blocks.sync_batchnorm import GlobalBatchNorm
 
-__all__ = ["BN_STATS", "KNNMonitor", "knn_predict"]
+from .linear_probe import linear_probe_accuracy
+
+__all__ = ["BN_STATS", "KNNMonitor", "bn_never_trained", "bn_estimated_copy", "knn_predict"]
 
 #: how the monitor treats BatchNorm statistics (see :class:`KNNMonitor`)
 BN_STATS: tuple[str, ...] = ("auto", "recompute", "running")
@@ -151,8 +155,74 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def bn_never_trained(encoder: torch.nn.Module) -> bool:
+    """Whether a BatchNorm layer of ``encoder`` that tracks running statistics has never tracked a batch
+    (``num_batches_tracked == 0``: the statistics are still their initial 0 / 1, as in an untrained encoder).
+
+    Args:
+        encoder: the module.
+
+    Returns:
+        ``True`` if such a layer exists.
+    """
+    return any(int(m.num_batches_tracked) == 0 for m in encoder.modules()
+               if isinstance(m, _BatchNorm) and m.track_running_stats)
+
+
+@torch.no_grad()
+def bn_estimated_copy(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.nn.Module:
+    """A copy of ``encoder`` in eval mode whose BatchNorm running statistics are estimated on ``images``
+    ("precise BN": reset, then the cumulative average over the batches of ``images``; the encoder is not changed).
+
+    Args:
+        encoder: the module.
+        images: ``(N, C, *spatial)`` inputs.
+        batch_size: images per forward pass (a last batch of one joins the previous one).
+
+    Returns:
+        The calibrated copy, in eval mode.
+    """
+    encoder = copy.deepcopy(encoder)
+    encoder.eval()
+    for module in encoder.modules():
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches
+            module.train()
+            if isinstance(module, GlobalBatchNorm):
+                module.global_stats = False  # only this rank evaluates: no statistics from the others
+    try:
+        device = next(encoder.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    for start, stop in _batches(images.shape[0], max(1, int(batch_size))):
+        encoder(images[start:stop].to(device))
+    return encoder.eval()
+
+
+def _class_value(value: Any, row: Mapping[Hashable, Any], label_key: str) -> Hashable:
+    """A row's class as a plain Python value: a string as it is, else the first element of a number / array
+    (``1.0`` -> ``1``, so that integer labels read as floats name the same class)."""
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"k-NN monitor: {row.get('source', 'a row')}: class '{label_key}' is empty")
+    item = array[0].item()
+    if isinstance(item, float) and item.is_integer():
+        return int(item)
+    return item
+
+
+def _class_order(value: Hashable) -> tuple[int, float, str]:
+    """Sort key of class values: numbers by value, then strings."""
+    if isinstance(value, (int, float)):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
 class KNNMonitor:
-    """Log the k-NN accuracy of the metadata class on a held-out split during training.
+    """Log the k-NN and linear-probe accuracy of a class on a held-out split during training.
 
     Attach it to the training engine (a bundle's ``train#handlers``) after the resume handler and put the monitor
     in the checkpoint's ``save_dict`` (it has ``state_dict`` / ``load_state_dict``): a resumed run then keeps the
@@ -174,15 +244,21 @@ class KNNMonitor:
        ``encoder.pt`` in eval mode would;
     3. predicts each query's class with :func:`knn_predict` and logs the accuracy (with the majority-class
        rate of the queries for comparison), writes it to TensorBoard as ``tag`` and stores it in
-       :attr:`history`.
+       :attr:`history`;
+    4. with ``linear_probe`` (default), fits a logistic regression on the same bank features
+       (:func:`~modan_monai.handlers.linear_probe.linear_probe_accuracy`) and logs its accuracy on the same
+       queries, writes it to TensorBoard as ``linear_probe_tag`` and stores it in :attr:`linear_probe_history`.
+
+    The classes are the distinct ``label_key`` values of bank and queries (integers, e.g. ``CombinedClassd``'s
+    index named by ``class_names``, or any text / numbers, e.g. a manifest's label column).
 
     Args:
         encoder: the module whose features are judged (e.g. ``@network.encoder``).
         data: datalist rows of every split (e.g. ``manifest_to_datalist`` of the whole manifest); each row needs
             a ``split`` entry.
         transform: deterministic transform from a row to a dict with ``image_key`` (a ``(C, *spatial)`` array,
-            the same size for every row) and ``label_key`` (an integer class); e.g. load -> normalise -> resize
-            -> ``CombinedClassd``.
+            the same size for every row) and ``label_key`` (the class: an integer, a string or a number); e.g.
+            load -> normalise -> resize -> ``CombinedClassd``.
         query_split: the held-out split.
         bank_splits: the split(s) of the feature bank (the training data).
         k: neighbours per query.
@@ -194,15 +270,19 @@ class KNNMonitor:
         tag: TensorBoard scalar tag.
         image_key: image key in the transformed rows.
         label_key: class key in the transformed rows.
-        class_names: names of the class indices, for the log (optional).
+        class_names: names of integer class indices, for the log (optional).
         cache: keep the transformed images in memory between evaluations.
         bn_stats: ``"auto"``, ``"recompute"`` or ``"running"`` (see above).
         config_ids: bundle ids named in error messages, keys ``"query_split"``, ``"bank_splits"`` and
             ``"interval"``.
         name: logger name.
+        linear_probe: also fit and report the linear probe.
+        linear_probe_tag: TensorBoard scalar tag of the linear probe.
+        linear_probe_c: inverse L2 regularisation strength of the logistic regression.
 
     Raises:
-        ValueError: ``k`` < 1, ``temperature`` <= 0, ``interval`` < 0, an unknown ``bn_stats``, a random transform in ``transform``, or
+        ValueError: ``k`` < 1, ``temperature`` <= 0, ``interval`` < 0, ``linear_probe_c`` <= 0, an unknown
+            ``bn_stats``, a random transform in ``transform``, or
             (when enabled) a query or bank split without rows; the message names the split and its config id.
             At the first evaluation: a split whose rows hold fewer than two classes, or images of different
             sizes.
@@ -239,6 +319,9 @@ class KNNMonitor:
         bn_stats: str = "auto",
         config_ids: Mapping[str, str] | None = None,
         name: str = "modan_monai.knn",
+        linear_probe: bool = True,
+        linear_probe_tag: str = "linear_probe/accuracy",
+        linear_probe_c: float = 1.0,
     ) -> None:
         ids = {"query_split": "knn_split", "bank_splits": "splits", "interval": "knn_interval", **(config_ids or {})}
         if k < 1:
@@ -249,6 +332,8 @@ class KNNMonitor:
             raise ValueError(f"k-NN monitor: bn_stats must be one of {BN_STATS}, got '{bn_stats}'")
         if interval < 0:
             raise ValueError(f"k-NN monitor: '{ids['interval']}' must be >= 0 (0 switches it off), got {interval}")
+        if linear_probe_c <= 0:
+            raise ValueError(f"k-NN monitor: linear_probe_c must be > 0, got {linear_probe_c}")
         self.encoder = encoder
         self.transform = transform
         self.query_split = str(query_split)
@@ -268,6 +353,11 @@ class KNNMonitor:
         self.logger = logging.getLogger(name)
         #: epoch -> k-NN accuracy on the query split
         self.history: dict[int, float] = {}
+        self.linear_probe = bool(linear_probe)
+        self.linear_probe_tag = linear_probe_tag
+        self.linear_probe_c = float(linear_probe_c)
+        #: epoch -> linear-probe accuracy on the query split
+        self.linear_probe_history: dict[int, float] = {}
         #: accuracy of always predicting the most frequent query class (set at the first evaluation)
         self.majority_rate: float | None = None
         self._random = [t for t in _flatten_transforms(transform) if isinstance(t, Randomizable)]
@@ -300,7 +390,7 @@ class KNNMonitor:
                     f"k-NN monitor: the bank split(s) {self.bank_splits} (config id '{ids['bank_splits']}') have "
                     f"no rows; splits present: {present}"
                 )
-        self._cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cached: dict[str, tuple[torch.Tensor, list[Hashable]]] = {}
 
     # ------------------------------------------------------------------ engine wiring
     def attach(self, engine: Engine) -> None:
@@ -321,15 +411,16 @@ class KNNMonitor:
 
     # ------------------------------------------------------------------ evaluation
     def record(self, epoch: int) -> float:
-        """Evaluate, store the accuracy under ``epoch``, log it and write it to TensorBoard.
+        """Evaluate, store the accuracies under ``epoch``, log them and write them to TensorBoard.
 
         Args:
-            epoch: the epoch the value belongs to (0: before training).
+            epoch: the epoch the values belong to (0: before training).
 
         Returns:
-            The accuracy.
+            The k-NN accuracy.
         """
-        accuracy = self.evaluate()
+        values = self.measure()
+        accuracy = values["knn"]
         self.history[int(epoch)] = accuracy
         first_epoch = min(self.history)
         note = " (before training)" if epoch == 0 else f" (epoch {first_epoch}: {self.history[first_epoch]:.3f})"
@@ -339,8 +430,19 @@ class KNNMonitor:
             f"{n_bank} {self.bank_splits} images, k={self.k}, T={self.temperature}; majority class "
             f"{self.majority_rate:.3f}]"
         )
+        if "linear_probe" in values:
+            probe = self.linear_probe_history[int(epoch)] = values["linear_probe"]
+            first = min(self.linear_probe_history)
+            note = " (before training)" if epoch == 0 else f" (epoch {first}: {self.linear_probe_history[first]:.3f})"
+            self.logger.info(
+                f"linear-probe accuracy epoch {epoch}: {probe:.3f}{note}  [logistic regression (C="
+                f"{self.linear_probe_c:g}) fitted on the bank's features, read on the {n_query} '{self.query_split}' "
+                "images]"
+            )
         if self.writer is not None:
             self.writer.add_scalar(self.tag, accuracy, int(epoch))
+            if "linear_probe" in values:
+                self.writer.add_scalar(self.linear_probe_tag, values["linear_probe"], int(epoch))
             self.writer.flush()
         return accuracy
 
@@ -350,9 +452,25 @@ class KNNMonitor:
         Returns:
             The fraction of query images whose predicted class equals their class.
         """
+        return self.measure(linear_probe=False)["knn"]
+
+    def measure(self, linear_probe: bool | None = None) -> dict[str, float]:
+        """k-NN and linear-probe accuracy of the current encoder on the query split, from one pass of the encoder
+        over bank and queries (no state of training is changed).
+
+        Args:
+            linear_probe: fit the linear probe too (default: the monitor's ``linear_probe``).
+
+        Returns:
+            ``{"knn": accuracy}``, plus ``"linear_probe"`` when the probe is fitted.
+        """
+        probe = self.linear_probe if linear_probe is None else bool(linear_probe)
         with _preserve_random_state(self._random):
-            bank_images, bank_labels = self._images("bank")
-            query_images, query_labels = self._images("query")
+            bank_images, bank_values = self._images("bank")
+            query_images, query_values = self._images("query")
+            classes = {c: i for i, c in enumerate(sorted(set(bank_values) | set(query_values), key=_class_order))}
+            bank_labels = torch.as_tensor([classes[v] for v in bank_values], dtype=torch.int64)
+            query_labels = torch.as_tensor([classes[v] for v in query_values], dtype=torch.int64)
             with torch.no_grad():
                 encoder = self._calibrated_copy(bank_images) if self._recompute_bn() else None
                 if encoder is not None:
@@ -366,32 +484,26 @@ class KNNMonitor:
                     finally:
                         for module, training in modes:
                             module.training = training
+            result: dict[str, float] = {}
+            if probe:  # L-BFGS draws no random number; inside the guard all the same
+                result["linear_probe"] = linear_probe_accuracy(
+                    bank_features, bank_labels, query_features, query_labels, c=self.linear_probe_c
+                )
         self.majority_rate = float(torch.bincount(query_labels).max()) / len(query_labels)
-        num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
         predictions = knn_predict(
-            query_features, bank_features, bank_labels, num_classes, k=self.k, temperature=self.temperature
+            query_features, bank_features, bank_labels, len(classes), k=self.k, temperature=self.temperature
         )
-        return float((predictions == query_labels).double().mean())
+        return {"knn": float((predictions == query_labels).double().mean()), **result}
 
     def _recompute_bn(self) -> bool:
         norms = [m for m in self.encoder.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         if self.bn_stats == "running" or not norms:
             return False
-        return self.bn_stats == "recompute" or any(int(m.num_batches_tracked) == 0 for m in norms)
+        return self.bn_stats == "recompute" or bn_never_trained(self.encoder)
 
     def _calibrated_copy(self, bank_images: torch.Tensor) -> torch.nn.Module:
         """A copy of the encoder in eval mode whose BatchNorm statistics are the bank's."""
-        encoder = copy.deepcopy(self.encoder)
-        encoder.eval()
-        for module in encoder.modules():
-            if isinstance(module, _BatchNorm) and module.track_running_stats:
-                module.reset_running_stats()
-                module.momentum = None  # cumulative average over the bank's batches
-                module.train()
-                if isinstance(module, GlobalBatchNorm):
-                    module.global_stats = False  # only this rank evaluates: no statistics from the others
-        self._features(encoder, bank_images)
-        return encoder.eval()
+        return bn_estimated_copy(self.encoder, bank_images, self.batch_size)
 
     def _features(self, encoder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         try:
@@ -412,7 +524,7 @@ class KNNMonitor:
             chunks.append(out.float().cpu())
         return torch.cat(chunks)
 
-    def _images(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _images(self, which: str) -> tuple[torch.Tensor, list[Hashable]]:
         if which in self._cached:
             return self._cached[which]
         rows = self._bank_rows if which == "bank" else self._query_rows
@@ -426,22 +538,22 @@ class KNNMonitor:
             item = self.transform(dict(row))
             image = torch.as_tensor(np.asarray(item[self.image_key]), dtype=torch.float32)
             images.append(image)
-            labels.append(int(torch.as_tensor(item[self.label_key]).reshape(-1)[0]))
+            labels.append(_class_value(item[self.label_key], row, self.label_key))
             shapes.add(tuple(image.shape))
         if len(shapes) > 1:
             raise ValueError(
                 f"k-NN monitor: images of split {split} have different sizes {sorted(shapes)}; resize them in the "
                 "transform"
             )
-        label_tensor = torch.as_tensor(labels, dtype=torch.int64)
-        classes = sorted(set(labels))
+        classes = sorted(set(labels), key=_class_order)
         if len(classes) < 2:
-            named = self.class_names[classes[0]] if self.class_names and classes else classes
+            names = self.class_names or []
+            named = names[classes[0]] if isinstance(classes[0], int) and 0 <= classes[0] < len(names) else classes
             raise ValueError(
-                f"k-NN monitor: split {split!r} (config id '{split_id}') holds a single class ({named}) in its "
-                f"{len(rows)} rows; k-NN accuracy needs at least two classes"
+                f"k-NN monitor: split {split!r} (config id '{split_id}') holds a single class ({named}) of "
+                f"'{self.label_key}' in its {len(rows)} rows; k-NN and linear-probe accuracy need at least two classes"
             )
-        result = (torch.stack(images), label_tensor)
+        result = (torch.stack(images), labels)
         if self.cache:
             self._cached[which] = result
         return result
@@ -449,10 +561,17 @@ class KNNMonitor:
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
         """The accuracy history (for the training checkpoint)."""
-        return {"history": dict(self.history), "majority_rate": self.majority_rate}
+        return {
+            "history": dict(self.history),
+            "linear_probe_history": dict(self.linear_probe_history),
+            "majority_rate": self.majority_rate,
+        }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the history written by :meth:`state_dict`."""
         self.history = {int(epoch): float(value) for epoch, value in dict(state_dict.get("history", {})).items()}
+        self.linear_probe_history = {
+            int(epoch): float(value) for epoch, value in dict(state_dict.get("linear_probe_history", {})).items()
+        }
         rate = state_dict.get("majority_rate")
         self.majority_rate = None if rate is None else float(rate)

@@ -17,7 +17,7 @@ from modan_monai.utils.distributed import is_rank_zero
 
 from .knn import KNNMonitor
 
-__all__ = ["PretrainingSummary"]
+__all__ = ["PretrainingSummary", "loss_terms"]
 
 
 def _scalar(value: Any) -> float:
@@ -26,17 +26,34 @@ def _scalar(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
 
+def loss_terms(output: Any) -> Mapping[str, Any]:
+    """The named loss terms of a :class:`~modan_monai.engines.Trainer` output (``output["loss_terms"]``), without
+    the total ``"loss"`` (the summary's ``loss``); ``{}`` when the output has none."""
+    terms = output.get("loss_terms") if isinstance(output, Mapping) else None
+    return {str(k): v for k, v in (terms or {}).items() if k != "loss"}
+
+
+def _first_last(history: Mapping[int, float], key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    ordered = sorted(history.items())
+    if not ordered:
+        return None, None
+    return {"epoch": ordered[0][0], key: ordered[0][1]}, {"epoch": ordered[-1][0], key: ordered[-1][1]}
+
+
 class PretrainingSummary:
     """Log a short summary when training completes and write it as ``summary.json``.
 
     The summary holds the epoch-mean training loss of the first and the last epoch (mean of
-    ``output_transform(engine.state.output)`` over the iterations of an epoch), the k-NN accuracy of the
-    first (epoch 0: the encoder before training) and the last evaluation of a :class:`KNNMonitor`, the
-    absolute paths of ``encoder.pt`` and of the TensorBoard logs, and the commands to run next, e.g.::
+    ``output_transform(engine.state.output)`` over the iterations of an epoch), the same for each named loss
+    term (``terms_transform``; for Adam-v2 ``loc``, ``comp``, ``dec`` and the constant ``ln_K`` that ``loc``
+    settles at when the teacher collapses), the k-NN and linear-probe accuracy of the first (epoch 0: the encoder
+    before training) and the last evaluation of a :class:`KNNMonitor`, the absolute paths of ``encoder.pt`` and
+    of the TensorBoard logs, and the commands to run next, e.g.::
 
         pretraining summary (modan_mulsupcon, 12/12 epochs)
           loss (epoch mean):  3.412 (epoch 1) -> 2.207 (epoch 12)
           k-NN accuracy:      0.452 (epoch 0) -> 0.881 (epoch 12)  ['val', k=20, majority class 0.167]
+          linear probe:       0.500 (epoch 0) -> 0.905 (epoch 12)  ['val', logistic regression]
           encoder:            /.../models/modan_mulsupcon/encoder.pt
           TensorBoard:        tensorboard --logdir /.../models/modan_mulsupcon
           next:               cd ../classify && python -m monai.bundle run --config_file configs/train.json --init ...
@@ -53,6 +70,7 @@ class PretrainingSummary:
         method: method name shown in the summary.
         next_commands: commands to suggest; ``{encoder}`` and ``{output_dir}`` are replaced by absolute paths.
         output_transform: maps ``engine.state.output`` to the iteration loss (default ``output["loss"]``).
+        terms_transform: maps ``engine.state.output`` to ``{term name: value}`` (default :func:`loss_terms`).
         filename: name of the JSON file.
         name: logger name.
 
@@ -73,6 +91,7 @@ class PretrainingSummary:
         output_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),
         filename: str = "summary.json",
         name: str = "modan_monai.summary",
+        terms_transform: Callable[[Any], Mapping[str, Any]] = loss_terms,
     ) -> None:
         self.output_dir = Path(output_dir).absolute()
         self.encoder_path = Path(encoder_path).absolute() if encoder_path else self.output_dir / "encoder.pt"
@@ -81,12 +100,17 @@ class PretrainingSummary:
         self.method = method
         self.next_commands = [str(c) for c in next_commands]
         self.output_transform = output_transform
+        self.terms_transform = terms_transform
         self.filename = filename
         self.logger = logging.getLogger(name)
         #: epoch -> mean training loss of that epoch
         self.loss_history: dict[int, float] = {}
+        #: epoch -> {term: mean of that term over the epoch}
+        self.terms_history: dict[int, dict[str, float]] = {}
         self._sum = 0.0
         self._count = 0
+        self._term_sums: dict[str, float] = {}
+        self._term_counts: dict[str, int] = {}
 
     def attach(self, engine: Engine) -> None:
         """Accumulate the loss per iteration, close the epoch mean per epoch, write the summary at the end.
@@ -106,14 +130,22 @@ class PretrainingSummary:
 
     def _epoch_started(self, engine: Engine) -> None:
         self._sum, self._count = 0.0, 0
+        self._term_sums, self._term_counts = {}, {}
 
     def _iteration_completed(self, engine: Engine) -> None:
         self._sum += _scalar(self.output_transform(engine.state.output))
         self._count += 1
+        for term, value in self.terms_transform(engine.state.output).items():
+            self._term_sums[term] = self._term_sums.get(term, 0.0) + _scalar(value)
+            self._term_counts[term] = self._term_counts.get(term, 0) + 1
 
     def _epoch_completed(self, engine: Engine) -> None:
         if self._count:
             self.loss_history[int(engine.state.epoch)] = self._sum / self._count
+        if self._term_counts:
+            self.terms_history[int(engine.state.epoch)] = {
+                term: self._term_sums[term] / count for term, count in sorted(self._term_counts.items())
+            }
 
     def _completed(self, engine: Engine) -> None:
         if not is_rank_zero():  # every rank keeps the history (it is checkpointed); rank 0 writes
@@ -135,9 +167,13 @@ class PretrainingSummary:
 
         Returns:
             Keys ``method``, ``epochs_completed``, ``max_epochs``, ``loss`` (``first``, ``last``: ``{"epoch",
-            "value"}`` or ``None``; ``per_epoch``), ``knn`` (``None`` without a monitor, else ``split``,
-            ``bank_splits``, ``k``, ``temperature``, ``majority_rate``, ``first``, ``last``: ``{"epoch",
-            "accuracy"}``, ``per_epoch``), ``encoder``, ``encoder_exists``, ``tensorboard``, ``next``.
+            "value"}`` or ``None``; ``per_epoch``), ``terms`` (``{term: {"first", "last"}}``, each ``{"epoch",
+            "value"}``: the epoch mean of every named loss term in its first and last epoch; ``{}`` for a loss
+            without named terms), ``knn`` (``None`` without a monitor, else ``split``, ``bank_splits``, ``k``,
+            ``temperature``, ``majority_rate``, ``first``, ``last``: ``{"epoch", "accuracy"}``, ``per_epoch``),
+            ``linear_probe`` (``None`` without a monitor or with its probe off, else ``split``, ``bank_splits``,
+            ``classifier``, ``c``, ``first``, ``last``: ``{"epoch", "accuracy"}``, ``per_epoch``), ``encoder``,
+            ``encoder_exists``, ``tensorboard``, ``next``.
         """
         losses = dict(sorted(self.loss_history.items()))
         loss_first = next(iter(losses.items()), None)
@@ -157,6 +193,24 @@ class PretrainingSummary:
                 "last": None if last is None else {"epoch": last[0], "accuracy": last[1]},
                 "per_epoch": {str(e): v for e, v in history.items()},
             }
+        probe: dict[str, Any] | None = None
+        monitor = self.knn_monitor
+        if monitor is not None and (monitor.linear_probe or monitor.linear_probe_history):
+            first, last = _first_last(monitor.linear_probe_history, "accuracy")
+            probe = {
+                "split": monitor.query_split,
+                "bank_splits": list(monitor.bank_splits),
+                "classifier": "logistic regression (standardised features, L-BFGS, L2)",
+                "c": monitor.linear_probe_c,
+                "first": first,
+                "last": last,
+                "per_epoch": {str(e): v for e, v in sorted(monitor.linear_probe_history.items())},
+            }
+        names = sorted({term for terms in self.terms_history.values() for term in terms})
+        terms: dict[str, Any] = {}
+        for term in names:
+            first, last = _first_last({e: t[term] for e, t in self.terms_history.items() if term in t}, "value")
+            terms[term] = {"first": first, "last": last}
         return {
             "method": self.method,
             "epochs_completed": epochs_completed,
@@ -166,7 +220,9 @@ class PretrainingSummary:
                 "last": None if loss_last is None else {"epoch": loss_last[0], "value": loss_last[1]},
                 "per_epoch": {str(e): v for e, v in losses.items()},
             },
+            "terms": terms,
             "knn": knn,
+            "linear_probe": probe,
             "encoder": str(self.encoder_path),
             "encoder_exists": self.encoder_path.is_file(),
             "tensorboard": str(self.tensorboard_dir),
@@ -193,6 +249,21 @@ class PretrainingSummary:
                 f"  k-NN accuracy:      {knn['first']['accuracy']:.3f} (epoch {knn['first']['epoch']}) -> "
                 f"{knn['last']['accuracy']:.3f} (epoch {knn['last']['epoch']})  ['{knn['split']}', k={knn['k']}{majority}]"
             )
+        probe = summary.get("linear_probe")
+        if probe is not None and probe["first"] is not None:
+            lines.append(
+                f"  linear probe:       {probe['first']['accuracy']:.3f} (epoch {probe['first']['epoch']}) -> "
+                f"{probe['last']['accuracy']:.3f} (epoch {probe['last']['epoch']})  ['{probe['split']}', logistic "
+                "regression]"
+            )
+        terms = summary.get("terms") or {}
+        for i, (term, value) in enumerate(terms.items()):
+            if value["first"] is None:
+                continue
+            lines.append(
+                f"  {'terms (epoch mean):' if i == 0 else '':<20}{term} {value['first']['value']:.3f} (epoch "
+                f"{value['first']['epoch']}) -> {value['last']['value']:.3f} (epoch {value['last']['epoch']})"
+            )
         missing = "" if summary["encoder_exists"] else "  (not written)"
         lines.append(f"  encoder:            {summary['encoder']}{missing}")
         lines.append(f"  TensorBoard:        tensorboard --logdir {summary['tensorboard']}")
@@ -216,9 +287,14 @@ class PretrainingSummary:
         return path
 
     def state_dict(self) -> dict[str, Any]:
-        """The per-epoch losses (for the training checkpoint)."""
-        return {"loss_history": dict(self.loss_history)}
+        """The per-epoch losses and loss terms (for the training checkpoint)."""
+        terms = {epoch: dict(values) for epoch, values in self.terms_history.items()}
+        return {"loss_history": dict(self.loss_history), "terms_history": terms}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the per-epoch losses written by :meth:`state_dict`."""
+        """Restore the per-epoch losses and loss terms written by :meth:`state_dict`."""
         self.loss_history = {int(e): float(v) for e, v in dict(state_dict.get("loss_history", {})).items()}
+        self.terms_history = {
+            int(e): {str(k): float(v) for k, v in dict(t).items()}
+            for e, t in dict(state_dict.get("terms_history", {})).items()
+        }

@@ -269,6 +269,45 @@ def test_cli_shared_pretrain(shared_datasets, tmp_path):
     assert _canonical(df) == {("XR", "chest"), ("CT", "chest"), ("CT", "head")}
 
 
+def test_shared_pretrain_val_holds_every_pair_grouped_by_case(shared_datasets):
+    from data_manifests import shared_pretrain
+
+    df = shared_pretrain.build(shared_datasets, max_per_dataset=20, seed=1, salt="test-salt")
+    pairs = pd.Series(shared_pretrain._pairs(df), index=df.index)
+    assert set(pairs[df.split == "val"]) == set(pairs) == {("XR", "chest"), ("CT", "chest"), ("CT", "head")}
+    assert set(pairs[df.split == "train"]) == set(pairs)  # every pair still trains
+    assert df.split.groupby(df.dataset + "/" + df.case_id).nunique().max() == 1  # a case in one split
+    assert df.dataset.value_counts().to_dict() == {"pneumoniamnist": 20, "jsrt": 20, "ct_tcga": 20, "head_ct": 20}
+    kept = shared_pretrain.build(shared_datasets, max_per_dataset=20, seed=1, salt="test-salt", val_fraction=0)
+    assert set(kept.loc[kept.dataset != "pneumoniamnist", "split"]) == {"train"}  # the sources' own splits
+
+
+def test_hold_out_val_per_canonical_pair_seeded():
+    from data_manifests.shared_pretrain import hold_out_val
+
+    frame = pd.DataFrame({
+        "path": [f"/d/{i}.png" for i in range(16)],
+        "modality": ["CT"] * 8 + ["XR"] * 8,
+        "anatomy": ["CHEST", "LUNG"] * 4 + ["chest"] * 8,  # CHEST and LUNG: one pair
+        "split": ["train"] * 8 + ["train"] * 6 + ["val", "test"],
+        "dataset": ["ct"] * 8 + ["xr"] * 8,
+        "case_id": [f"c{i // 2}" for i in range(8)] + [f"x{i}" for i in range(8)],
+    })
+    out = hold_out_val(frame, val_fraction=0.25, seed=0)
+    ct = out[out.dataset == "ct"]
+    assert ct.groupby("case_id").split.nunique().max() == 1  # the two images of a case move together
+    assert ct.drop_duplicates("case_id").split.value_counts().to_dict() == {"train": 3, "val": 1}
+    assert out[out.dataset == "xr"].split.tolist() == frame[frame.dataset == "xr"].split.tolist()  # had a val row
+    assert hold_out_val(frame, val_fraction=0.25, seed=0).split.tolist() == out.split.tolist()
+    assert frame.split.eq("val").sum() == 1  # the input is not modified
+    assert hold_out_val(frame, val_fraction=0).split.tolist() == frame.split.tolist()
+    with pytest.raises(ValueError, match=r"pair \('CT', 'chest'\) \(dataset\(s\) \['ct'\]\) has 1 training case"):
+        hold_out_val(frame[frame.case_id.isin(["c0"]) | (frame.dataset == "xr")], val_fraction=0.25)
+    with pytest.raises(ValueError, match="val_fraction must be a number in"):
+        hold_out_val(frame, val_fraction=1.0)
+    assert hold_out_val(frame, val_fraction="0.25", seed=0).split.tolist() == out.split.tolist()  # --opt text
+
+
 def test_assign_splits_grouped_seeded_and_order_free():
     frame = pd.DataFrame({"path": [f"/d/{i}.png" for i in range(30)], "case_id": [f"c{i // 2}" for i in range(30)],
                           "split": "train"})

@@ -161,7 +161,11 @@ def test_schedule_epoch_zero_interval_last_and_tensorboard(rows: list[dict[str, 
     with caplog.at_level("INFO", logger="modan_monai.knn"):
         run_engine(monitor, max_epochs=5)
     assert sorted(monitor.history) == [0, 2, 4, 5]
-    assert [(tag, step) for tag, _, step in writer.scalars] == [("knn/accuracy", e) for e in (0, 2, 4, 5)]
+    assert [(tag, step) for tag, _, step in writer.scalars] == [
+        (tag, e) for e in (0, 2, 4, 5) for tag in ("knn/accuracy", "linear_probe/accuracy")
+    ]
+    assert sorted(monitor.linear_probe_history) == [0, 2, 4, 5]
+    assert "linear-probe accuracy epoch 0" in caplog.text
     assert "k-NN accuracy epoch 0" in caplog.text and "(before training)" in caplog.text
     assert "'val' images" in caplog.text
 
@@ -174,8 +178,8 @@ def test_state_dict_round_trip_and_resume_keeps_epoch_zero(rows: list[dict[str, 
 
     resumed = KNNMonitor(PoolEncoder(), rows, identity, k=3, interval=2)
     calls: list[int] = []
-    original = resumed.evaluate
-    resumed.evaluate = lambda: calls.append(1) or original()  # type: ignore[method-assign]
+    original = resumed.measure
+    resumed.measure = lambda **kw: calls.append(1) or original(**kw)  # type: ignore[method-assign]
     run_engine(resumed, max_epochs=4, state=state, start_epoch=2)
     assert resumed.history[0] == first.history[0] and resumed.history[2] == first.history[2]
     assert sorted(resumed.history) == [0, 2, 4] and len(calls) == 1  # epoch 4 only: epoch 0 is not recomputed
@@ -248,3 +252,53 @@ def test_interval_zero_switches_off(rows: list[dict[str, Any]]) -> None:
     monitor = KNNMonitor(PoolEncoder(), [r for r in rows if r["split"] == "train"], identity, interval=0)
     run_engine(monitor, max_epochs=2)
     assert monitor.history == {}
+
+
+def test_linear_probe_equals_reference_on_the_same_features(rows: list[dict[str, Any]]) -> None:
+    """The probe is fitted on the eval-mode bank features the k-NN votes with, and read on the same queries."""
+    from modan_monai.handlers import linear_probe_accuracy
+
+    torch.manual_seed(0)
+    encoder = PoolEncoder()
+    with torch.no_grad():
+        encoder.train()(torch.as_tensor(np.stack([r["image"] for r in rows])))
+    values = KNNMonitor(encoder, rows, identity, k=4, temperature=0.1).measure()
+    encoder.eval()
+    with torch.no_grad():
+        parts = {s: [r for r in rows if r["split"] == s] for s in ("train", "val")}
+        features = {s: encoder(torch.as_tensor(np.stack([r["image"] for r in p]))) for s, p in parts.items()}
+    labels = {s: torch.tensor([r["class"] for r in p]) for s, p in parts.items()}
+    expected = linear_probe_accuracy(features["train"], labels["train"], features["val"], labels["val"])
+    assert values["linear_probe"] == pytest.approx(expected)
+    assert values["knn"] == KNNMonitor(encoder, rows, identity, k=4, temperature=0.1).evaluate()
+
+
+def test_text_labels_give_the_values_of_integer_labels(rows: list[dict[str, Any]]) -> None:
+    """A label column of text (or of numbers read as floats) names the same classes as their integer codes."""
+    torch.manual_seed(0)
+    encoder = PoolEncoder()
+    as_int = KNNMonitor(encoder, rows, identity, k=4).measure()
+    named = [{**r, "class": ["benign", "malignant", "normal"][r["class"]]} for r in rows]
+    as_text = KNNMonitor(encoder, named, identity, k=4).measure()
+    as_float = KNNMonitor(encoder, [{**r, "class": float(r["class"])} for r in rows], identity, k=4).measure()
+    assert as_text == as_int == as_float
+    single = [{**r, "class": "benign" if r["split"] == "val" else r["class"]} for r in named]
+    with pytest.raises(ValueError, match=r"'val' \(config id 'knn_split'\) holds a single class \(\['benign'\]\)"):
+        KNNMonitor(encoder, single, identity).measure()
+
+
+def test_linear_probe_history_is_checkpointed_and_can_be_switched_off(rows: list[dict[str, Any]]) -> None:
+    first = KNNMonitor(PoolEncoder(), rows, identity, k=3, interval=2)
+    run_engine(first, max_epochs=2)
+    state = first.state_dict()
+    assert sorted(state["linear_probe_history"]) == [0, 2]
+    resumed = KNNMonitor(PoolEncoder(), rows, identity, k=3, interval=2)
+    run_engine(resumed, max_epochs=4, state=state, start_epoch=2)
+    assert resumed.linear_probe_history[0] == first.linear_probe_history[0]
+    assert sorted(resumed.linear_probe_history) == [0, 2, 4]
+    writer = Writer()
+    off = KNNMonitor(PoolEncoder(), rows, identity, k=3, linear_probe=False, summary_writer=writer)
+    run_engine(off, max_epochs=1)
+    assert off.linear_probe_history == {} and {tag for tag, _, _ in writer.scalars} == {"knn/accuracy"}
+    with pytest.raises(ValueError, match="linear_probe_c"):
+        KNNMonitor(PoolEncoder(), rows, identity, linear_probe_c=0.0)

@@ -19,6 +19,7 @@ class FakeMonitor(KNNMonitor):
         self.history = dict(history)
         self.query_split, self.bank_splits, self.k, self.temperature = "val", ["train"], 20, 0.07
         self.majority_rate = 0.25
+        self.linear_probe, self.linear_probe_c, self.linear_probe_history = True, 1.0, {}
 
 
 def losses_engine(losses: list[list[float]]) -> Engine:
@@ -86,3 +87,66 @@ def test_summary_is_written_after_other_completed_handlers(tmp_path: Path) -> No
     engine.add_event_handler(Events.COMPLETED, lambda e: (tmp_path / "encoder.pt").write_bytes(b"x"))
     engine.run([0], max_epochs=1)
     assert json.loads((tmp_path / "summary.json").read_text())["encoder_exists"]
+
+
+def terms_engine(terms: list[list[dict[str, float]]]) -> Engine:
+    """An engine whose output carries named loss terms (one list of per-iteration dicts per epoch)."""
+    flat = [t for epoch in terms for t in epoch]
+
+    def step(e: Engine, b: object) -> dict:
+        named = {k: torch.tensor(v) for k, v in flat[e.state.iteration - 1].items()}
+        return {"loss": named["loss"], "loss_terms": named}
+
+    return Engine(step)
+
+
+def test_terms_first_and_last_epoch_means_with_ln_k(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Adam-v2's terms: each term's epoch mean in the first and the last epoch, ln K beside L_loc; the total is
+    ``loss``, not a term."""
+    epochs = [
+        [{"loss": 9.0, "loc": 8.0, "comp": 0.6, "ln_K": 8.3}, {"loss": 7.0, "loc": 6.0, "comp": 0.4, "ln_K": 8.3}],
+        [{"loss": 6.0, "loc": 5.0, "comp": 0.3, "ln_K": 8.3}, {"loss": 4.0, "loc": 3.0, "comp": 0.1, "ln_K": 8.3}],
+        [{"loss": 3.0, "loc": 2.0, "comp": 0.2, "ln_K": 8.3}, {"loss": 3.0, "loc": 2.0, "comp": 0.0, "ln_K": 8.3}],
+    ]
+    summary = PretrainingSummary(tmp_path, method="adamv2")
+    engine = terms_engine(epochs)
+    summary.attach(engine)
+    with caplog.at_level("INFO", logger="modan_monai.summary"):
+        engine.run([0, 1], max_epochs=3)
+    terms = json.loads((tmp_path / "summary.json").read_text())["terms"]
+    assert sorted(terms) == ["comp", "ln_K", "loc"]
+    assert terms["loc"] == {"first": {"epoch": 1, "value": 7.0}, "last": {"epoch": 3, "value": 2.0}}
+    assert terms["comp"]["first"]["value"] == pytest.approx(0.5)
+    assert terms["comp"]["last"]["value"] == pytest.approx(0.1)
+    assert terms["ln_K"]["first"]["value"] == pytest.approx(8.3) and terms["ln_K"]["last"]["epoch"] == 3
+    assert "terms (epoch mean): comp 0.500 (epoch 1) -> 0.100 (epoch 3)" in caplog.text
+    assert "loc 7.000 (epoch 1) -> 2.000 (epoch 3)" in caplog.text and "ln_K 8.300 (epoch 1)" in caplog.text
+
+    resumed = PretrainingSummary(tmp_path)  # a resumed run keeps the terms of epoch 1
+    resumed.load_state_dict(summary.state_dict())
+    later = terms_engine(epochs + [[{"loss": 1.0, "loc": 1.0, "comp": 0.0, "ln_K": 8.3}] * 2])
+    later.load_state_dict({"epoch": 3, "max_epochs": 4, "epoch_length": 2})
+    resumed.attach(later)
+    later.run([0, 1], max_epochs=4)
+    terms = json.loads((tmp_path / "summary.json").read_text())["terms"]
+    assert terms["loc"] == {"first": {"epoch": 1, "value": 7.0}, "last": {"epoch": 4, "value": 1.0}}
+
+
+def test_linear_probe_first_and_last_like_knn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    monitor = FakeMonitor({0: 0.4, 2: 0.7})
+    monitor.linear_probe_history = {0: 0.5, 2: 0.875}
+    summary = PretrainingSummary(tmp_path, knn_monitor=monitor)
+    engine = losses_engine([[1.0], [0.5]])
+    summary.attach(engine)
+    with caplog.at_level("INFO", logger="modan_monai.summary"):
+        engine.run([0], max_epochs=2)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    probe = data["linear_probe"]
+    assert probe["first"] == {"epoch": 0, "accuracy": 0.5} and probe["last"] == {"epoch": 2, "accuracy": 0.875}
+    assert probe["per_epoch"] == {"0": 0.5, "2": 0.875} and probe["split"] == "val" and probe["c"] == 1.0
+    assert data["terms"] == {}  # a loss without named terms
+    assert "linear probe:       0.500 (epoch 0) -> 0.875 (epoch 2)  ['val', logistic regression]" in caplog.text
+    monitor.linear_probe = False
+    monitor.linear_probe_history = {}
+    assert summary.summary()["linear_probe"] is None
+    assert PretrainingSummary(tmp_path).summary()["linear_probe"] is None
