@@ -122,5 +122,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if threading.current_thread() is threading.main_thread():  # a lock released in another thread: keep it
+            signal.signal(signal.SIGTERM, previous)
 

@@ -129,3 +129,24 @@ def test_sigterm_while_a_lock_is_held_releases_it_with_one_line(tmp_path: Path) 
     assert proc.returncode == -signal.SIGTERM, stderr
     assert stderr.strip().splitlines() == ["interrupted (SIGTERM); run the same command to resume"]
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_lock_released_in_another_thread_does_not_fail(tmp_path: Path) -> None:
+    """The SIGTERM handler is installed by the main thread; a release from a worker thread must not raise."""
+    import threading
+
+    previous = signal.getsignal(signal.SIGTERM)
+    lock = RunLock(tmp_path).acquire()
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        try:
+            lock.release()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    worker = threading.Thread(target=release)
+    worker.start()
+    worker.join()
+    signal.signal(signal.SIGTERM, previous)  # the worker thread could not restore it
+    assert not errors and not (tmp_path / LOCK_NAME).exists()
