@@ -356,14 +356,15 @@ class GuardMiddleware:
             await self.app(scope, _replay(body, receive) if has_body else receive, send_scrubbed)
 
 
+# These two answers pass through GuardMiddleware (Starlette runs them inside the user middleware), which scrubs them.
 async def _serving_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, ServingError)
-    return JSONResponse({"detail": scrub(err.message, path_replacements())}, status_code=err.status)
+    return JSONResponse({"detail": err.message}, status_code=err.status)
 
 
 async def _monailabel_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, MONAILabelException)
-    return JSONResponse({"detail": scrub(str(err.msg), path_replacements())}, status_code=400)
+    return JSONResponse({"detail": str(err.msg)}, status_code=400)
 
 
 async def _internal_error(request: Request, err: Exception) -> JSONResponse:
