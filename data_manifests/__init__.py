@@ -3,8 +3,9 @@
 Each module documents the raw layout it expects and exposes ``build(root, **options) -> pd.DataFrame`` in the
 manifest schema of :mod:`modan_monai.data.manifest` with absolute paths. A builder checks that layout and refuses a
 tree that does not match (missing or undocumented folders, other file types, no image), naming the expected and the
-found entries (see :mod:`data_manifests._common`); linked folders are followed. Two builders take generic layouts:
-:mod:`~data_manifests.class_folders` (``<root>/<class>/<image>``) and :mod:`~data_manifests.image_masks` (an image
+found entries (see :mod:`data_manifests._common`); linked folders are followed. Three builders take generic layouts:
+:mod:`~data_manifests.image_folder` (``<root>/<image>``), :mod:`~data_manifests.class_folders`
+(``<root>/<class>/<image>``) and :mod:`~data_manifests.image_masks` (an image
 folder plus mask folders matched by file stem, or by name templates such as DRIVE's ``1st_manual/{case_id}_manual1``).
 Write a frame with
 :func:`modan_monai.data.write_manifest`, or use ``scripts/build_manifest.py``.
@@ -23,9 +24,12 @@ from . import (
     busi,
     class_folders,
     dicom_dir,
+    ham10000,
     head_ct,
+    image_folder,
     image_masks,
     jsrt,
+    knee_kl,
     medmnist,
     mrnet,
     radimagenet,
@@ -49,6 +53,9 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "shared_pretrain": shared_pretrain.build,
     "class_folders": class_folders.build,
     "image_masks": image_masks.build,
+    "image_folder": image_folder.build,
+    "knee_kl": knee_kl.build,
+    "ham10000": ham10000.build,
 }
 
 

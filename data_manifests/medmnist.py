@@ -4,7 +4,9 @@ Expected raw layout: one file as distributed by MedMNIST (``<flavour>.npz`` or `
 ``train_images``, ``val_images``, ``test_images`` (N, H, W) or (N, H, W, 3) uint8 and ``train_labels``,
 ``val_labels``, ``test_labels`` (N, L) integers. One row per image: ``path`` = the npz file, ``key`` =
 ``<split>_images``, ``index`` = i, ``split`` = train/val/test, ``case_id`` = ``"<split>-<i>"``; labels: a single
-label column becomes ``label``, multi-label tasks (ChestMNIST) become ``label_0 .. label_{L-1}``.
+label column becomes ``label`` (or the name given by ``label_column``, e.g. ``dr_grade`` for RetinaMNIST),
+multi-label tasks (ChestMNIST) become ``label_0 .. label_{L-1}``. RGB flavours (RetinaMNIST, DermaMNIST, BloodMNIST)
+store (N, H, W, 3) images.
 
 ``modality`` / ``anatomy`` default per known flavour (:data:`MEDMNIST_FLAVOURS`); any other flavour needs both
 options. The layout is checked: the file must be a ``.npz`` holding ``<split>_images`` (N, H, W) / (N, H, W, 3) and
@@ -22,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modan_monai.data.manifest import MANIFEST_COLUMNS
+
 from ._common import as_frame, check_option, describe
 
 __all__ = ["MEDMNIST_FLAVOURS", "MEDMNIST_SPLITS", "build"]
 
-#: Known radiology flavours of MedMNIST -> (modality, anatomy) raw values.
+#: Known flavours of MedMNIST -> (modality, anatomy) raw values: the radiology ones, then fundus photographs
+#: (RetinaMNIST), dermoscopy (DermaMNIST) and blood-cell microscopy (BloodMNIST).
 MEDMNIST_FLAVOURS: dict[str, tuple[str, str]] = {
     "pneumoniamnist": ("XR", "chest"),
     "chestmnist": ("XR", "chest"),
@@ -34,6 +39,9 @@ MEDMNIST_FLAVOURS: dict[str, tuple[str, str]] = {
     "organamnist": ("CT", "abdomen"),
     "organcmnist": ("CT", "abdomen"),
     "organsmnist": ("CT", "abdomen"),
+    "retinamnist": ("OP", "eye"),
+    "dermamnist": ("DMS", "skin"),
+    "bloodmnist": ("SM", "blood"),
 }
 MEDMNIST_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -62,6 +70,7 @@ def build(
     modality: str | None = None,
     anatomy: str | None = None,
     splits: Sequence[str] = MEDMNIST_SPLITS,
+    label_column: str = "label",
 ) -> pd.DataFrame:
     """Build the manifest of a MedMNIST npz file.
 
@@ -71,6 +80,8 @@ def build(
         modality: raw modality; default from :data:`MEDMNIST_FLAVOURS`.
         anatomy: raw anatomy; default from :data:`MEDMNIST_FLAVOURS`.
         splits: splits to list.
+        label_column: name of the column of a single-label task (``dr_grade`` for RetinaMNIST, so that it is not
+            mixed with another dataset's ``label`` in a combined manifest); multi-label columns stay ``label_<j>``.
 
     Returns:
         Manifest frame with ``key``/``index`` and label column(s).
@@ -78,7 +89,8 @@ def build(
     Raises:
         FileNotFoundError: if the file does not exist.
         ValueError: for a file that is not an ``.npz``, an unknown split, an unknown flavour without
-            ``modality``/``anatomy``, a missing images/labels array (naming the expected and the found arrays),
+            ``modality``/``anatomy``, an empty ``label_column`` or one that names a manifest column, a missing
+            images/labels array (naming the expected and the found arrays),
             images that are not (N, H, W) / (N, H, W, 3), labels whose length differs from the images, or no image.
     """
     path = Path(root).expanduser()
@@ -95,6 +107,9 @@ def build(
         raise ValueError(f"MedMNIST file {npz}: expected a MedMNIST .npz file (e.g. pneumoniamnist.npz), found a "
                          f"{npz.suffix or '(no suffix)'} file.")
     splits = check_option("splits", splits, MEDMNIST_SPLITS, f"MedMNIST file {npz}")
+    if not str(label_column).strip() or str(label_column) in MANIFEST_COLUMNS:
+        raise ValueError(f"MedMNIST file {npz}: option label_column must be a new column name, got "
+                         f"{label_column!r} (manifest columns: {list(MANIFEST_COLUMNS)}).")
     try:
         with zipfile.ZipFile(npz) as archive:
             arrays_found = sorted(n[:-4] for n in archive.namelist() if n.endswith(".npy"))
@@ -138,7 +153,7 @@ def build(
                 "case_id": [f"{split}-{i}" for i in range(shape[0])],
             }
             if labels.shape[1] == 1:
-                part["label"] = labels[:, 0].astype(np.int64)
+                part[str(label_column)] = labels[:, 0].astype(np.int64)
             else:
                 for j in range(labels.shape[1]):
                     part[f"label_{j}"] = labels[:, j].astype(np.int64)

@@ -6,23 +6,33 @@ Expected raw layout (see ``shared/datasets/README.md``)::
     <root>/jsrt_scr/images_1024, masks_1024/...     XR / chest   (see data_manifests.jsrt)
     <root>/ct_tcga_dicom/dicom_dir/*.dcm            CT / chest   (tags CHEST or LUNG; data_manifests.dicom_dir)
     <root>/head_ct_hemorrhage/head_ct, labels.csv   CT / head    (see data_manifests.head_ct)
+    <root>/knee_kl/KL0 ... KL4/*.png                XR / knee    (patient id + L/R; see data_manifests.knee_kl)
+    <root>/bccd_blood/*.jpg                         SM / blood   (flat image folder; data_manifests.image_folder)
+    <root>/ham10000_sample/*.jpg + metadata CSV     DMS / skin   (case = lesion_id; see data_manifests.ham10000)
+    <root>/retinamnist/retinamnist.npz              OP / eye     (MedMNIST RGB; ``label`` named ``dr_grade``)
+
+Seven (modality, anatomy) pairs; the eighth pair of the shared copy, US / breast, is BUSI's.
 
 BUSI (``<root>/busi``, US / breast) is deliberately NOT included: it is the downstream breast task, and a model must
-never be pretrained on the images it is evaluated on. For the same reason pass ``exclude=("pneumoniamnist",)`` or
-``exclude=("head_ct",)`` when the pretrained encoder will be evaluated on PneumoniaMNIST or head CT.
+never be pretrained on the images it is evaluated on. For the same reason exclude the dataset the pretrained encoder
+will be evaluated on (``exclude=("pneumoniamnist",)``, ``("head_ct",)``, ``("knee_kl",)``, ``("retinamnist",)``,
+``("ham10000",)``...). The sources' own labels stay in their columns (``label`` pneumonia, ``nodule``, ``hemorrhage``,
+``kl_grade``, ``dx``, ``dr_grade``; empty for the other datasets); case ids group what belongs together (the two
+knees of a patient, the images of a HAM10000 lesion).
 
 The root may hold other datasets (BUSI...); every source that is not excluded must be present (a missing one is
 refused naming the expected and the found folders), and each is checked by its own builder.
 
-Splits: the official splits of a source are kept (PneumoniaMNIST's train / val / test); then every canonical
-(modality, anatomy) pair without a ``val`` row gets one (:func:`hold_out_val`: a seeded ``val_fraction`` of its
-training cases, all images of a case together), so that the ``val`` split holds every pair and the pretraining
-bundle's k-NN / linear-probe monitor can judge the modality x anatomy classes on it.
+Splits: the official splits of a source are kept (PneumoniaMNIST's and RetinaMNIST's train / val / test); then
+every canonical (modality, anatomy) pair without a ``val`` row gets one (:func:`hold_out_val`: a seeded
+``val_fraction`` of its training cases, all images of a case together), so that the ``val`` split holds every pair
+and the pretraining bundle's k-NN / linear-probe monitor can judge the modality x anatomy classes on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +40,7 @@ import pandas as pd
 
 from modan_monai.data.vocabulary import MetadataVocabulary
 
-from . import dicom_dir, head_ct, jsrt, medmnist
+from . import dicom_dir, ham10000, head_ct, image_folder, jsrt, knee_kl, medmnist
 from ._common import describe, require_dir
 from .combine import combine
 
@@ -42,6 +52,10 @@ PRETRAIN_SOURCES: dict[str, tuple[str, Callable[..., pd.DataFrame]]] = {
     "jsrt": ("jsrt_scr", jsrt.build),
     "ct_tcga": ("ct_tcga_dicom/dicom_dir", dicom_dir.build),
     "head_ct": ("head_ct_hemorrhage", head_ct.build),
+    "knee_kl": ("knee_kl", knee_kl.build),
+    "bccd_blood": ("bccd_blood", partial(image_folder.build, modality="SM", anatomy="blood")),
+    "ham10000": ("ham10000_sample", ham10000.build),
+    "retinamnist": ("retinamnist/retinamnist.npz", partial(medmnist.build, label_column="dr_grade")),
 }
 
 
@@ -134,7 +148,8 @@ def build(
     keep_uids: bool = False,
     val_fraction: float = 0.1,
 ) -> pd.DataFrame:
-    """Build the pretraining manifest (PneumoniaMNIST, JSRT, TCGA CT DICOM, head CT; never BUSI).
+    """Build the pretraining manifest (PneumoniaMNIST, JSRT, TCGA CT DICOM, head CT, knee KL, BCCD, HAM10000,
+    RetinaMNIST; never BUSI).
 
     Args:
         root: the shared datasets folder.

@@ -104,9 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.splitlines()[0],
         epilog=(
             "Kind 'shared-pretrain' builds the pretraining corpus from a shared/datasets-style root: PneumoniaMNIST "
-            "(XR/chest), JSRT (XR/chest), TCGA CT DICOM (CT/chest; BodyPartExamined CHEST or LUNG) and head CT "
-            "(CT/head). BUSI is NOT included: it is a downstream evaluation set, and a model is never pretrained on "
-            "the images it is evaluated on (use --exclude for PneumoniaMNIST / head CT when evaluating on those). "
+            "(XR/chest), JSRT (XR/chest), TCGA CT DICOM (CT/chest; BodyPartExamined CHEST or LUNG), head CT "
+            "(CT/head), knee_kl (XR/knee; case = patient), bccd_blood (SM/blood), ham10000 (DMS/skin; case = "
+            "lesion_id) and retinamnist (OP/eye). BUSI is NOT included: it is a downstream evaluation set, and a model "
+            "is never pretrained on the images it is evaluated on (use --exclude for the dataset you evaluate on). "
+            "Kinds knee_kl and ham10000 read those layouts alone; kind image_folder: <root>/<image>, --opt "
+            "modality=... --opt anatomy=... required. "
             "Kind dicom_dir: case_id is a salted pseudonym of the PatientID (HMAC-SHA256; StudyInstanceUID when the "
             "patient id is empty). The salt is --salt, or the file --salt-file (default: <output>.salt beside the "
             "manifest), created with a random secret when absent: keep it private, never share it, and keep it to "
@@ -136,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-per-dataset", type=int, help="shared-pretrain: subsample each dataset to N rows")
     parser.add_argument("--seed", type=int, default=0, help="subsampling / split seed (default 0)")
     parser.add_argument("--exclude", nargs="*", default=[],
-                        help="shared-pretrain: datasets to leave out (pneumoniamnist, jsrt, ct_tcga, head_ct)")
+                        help="shared-pretrain: datasets to leave out (pneumoniamnist, jsrt, ct_tcga, head_ct, knee_kl, "
+                             "bccd_blood, ham10000, retinamnist)")
     parser.add_argument("--split-fractions", type=_parse_fractions, metavar="NAME=F,...",
                         help="assign a seeded random split per case_id (e.g. train=0.6,val=0.1,test=0.3; --seed)")
     parser.add_argument("--salt", help="dicom_dir: secret salt of the case_id pseudonyms (a salt file is safer: "

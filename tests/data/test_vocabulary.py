@@ -68,6 +68,8 @@ def default_vocab() -> MetadataVocabulary:
         ("anatomy", "COLON", "gastrointestinal"),
         ("anatomy", "stomach", "gastrointestinal"),
         ("anatomy", "GI tract", "gastrointestinal"),
+        ("anatomy", "BLOOD", "blood"),
+        ("anatomy", "peripheral blood smear", "blood"),
     ],
 )
 def test_default_synonyms(default_vocab, group, raw, expected):
@@ -105,7 +107,7 @@ def test_default_radiology_classes_keep_their_order(default_vocab):
     assert default_vocab.classes("anatomy")[:12] == ["chest", "head", "breast", "abdomen", "pelvis", "spine", "knee",
                                                      "shoulder", "hip", "ankle", "hand", "thyroid"]
     assert {"OP", "OCT", "DMS", "XC", "ES", "SM"} <= set(default_vocab.classes("modality"))
-    assert {"skin", "eye", "gastrointestinal"} <= set(default_vocab.classes("anatomy"))
+    assert {"skin", "eye", "gastrointestinal", "blood"} <= set(default_vocab.classes("anatomy"))
     label = default_vocab.encode({"modality": "OPT", "anatomy": "retina"})
     assert label.shape == (default_vocab.num_classes,) and label.sum() == 2
     assert {default_vocab.class_names[i] for i in np.flatnonzero(label)} == {"modality:OCT", "anatomy:eye"}

@@ -251,7 +251,7 @@ def test_cli_in_process(shared_datasets, tmp_path, capsys, load_script):
     assert "MRNet" in capsys.readouterr().err
     assert main(["shared-pretrain", str(shared_datasets), "-o", str(out), "--exclude", "pneumoniamnist",
                  "head_ct"]) == 0
-    assert set(read_manifest(out).dataset) == {"jsrt", "ct_tcga"}
+    assert set(read_manifest(out).dataset) == {"jsrt", "ct_tcga", "knee_kl", "bccd_blood", "ham10000", "retinamnist"}
     assert main(["radimagenet", str(tmp_path), "-o", str(out), "--opt", "dataset=x", "--opt", "bogus=1"]) == 1
     assert "does not take option(s) ['bogus']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -264,9 +264,14 @@ def test_cli_shared_pretrain(shared_datasets, tmp_path):
     proc = _cli("shared-pretrain", str(shared_datasets), "-o", str(out), "--max-per-dataset", "20", "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     df = read_manifest(out)
-    assert df.dataset.value_counts().to_dict() == {"pneumoniamnist": 20, "jsrt": 20, "ct_tcga": 20, "head_ct": 20}
+    assert df.dataset.value_counts().to_dict() == dict.fromkeys(_SHARED_DATASETS, 20)
     assert not df.path.str.contains("/busi/").any() and "busi" not in set(df.dataset)
-    assert _canonical(df) == {("XR", "chest"), ("CT", "chest"), ("CT", "head")}
+    assert _canonical(df) == _SHARED_PAIRS
+
+
+_SHARED_DATASETS = ("pneumoniamnist", "jsrt", "ct_tcga", "head_ct", "knee_kl", "bccd_blood", "ham10000", "retinamnist")
+_SHARED_PAIRS = {("XR", "chest"), ("CT", "chest"), ("CT", "head"), ("XR", "knee"), ("SM", "blood"), ("DMS", "skin"),
+                 ("OP", "eye")}  # the eighth pair of ../shared, US / breast, is BUSI's: never pretrained on
 
 
 def test_shared_pretrain_val_holds_every_pair_grouped_by_case(shared_datasets):
@@ -274,12 +279,12 @@ def test_shared_pretrain_val_holds_every_pair_grouped_by_case(shared_datasets):
 
     df = shared_pretrain.build(shared_datasets, max_per_dataset=20, seed=1, salt="test-salt")
     pairs = pd.Series(shared_pretrain._pairs(df), index=df.index)
-    assert set(pairs[df.split == "val"]) == set(pairs) == {("XR", "chest"), ("CT", "chest"), ("CT", "head")}
+    assert set(pairs[df.split == "val"]) == set(pairs) == _SHARED_PAIRS
     assert set(pairs[df.split == "train"]) == set(pairs)  # every pair still trains
     assert df.split.groupby(df.dataset + "/" + df.case_id).nunique().max() == 1  # a case in one split
-    assert df.dataset.value_counts().to_dict() == {"pneumoniamnist": 20, "jsrt": 20, "ct_tcga": 20, "head_ct": 20}
+    assert df.dataset.value_counts().to_dict() == dict.fromkeys(_SHARED_DATASETS, 20)
     kept = shared_pretrain.build(shared_datasets, max_per_dataset=20, seed=1, salt="test-salt", val_fraction=0)
-    assert set(kept.loc[kept.dataset != "pneumoniamnist", "split"]) == {"train"}  # the sources' own splits
+    assert set(kept.loc[~kept.dataset.isin(["pneumoniamnist", "retinamnist"]), "split"]) == {"train"}  # own splits
 
 
 def test_hold_out_val_per_canonical_pair_seeded():
@@ -379,7 +384,8 @@ LAYOUT_REFUSALS = {
     "radimagenet_empty": ("radimagenet", ["CT/lung/normal/"], {}, ValueError,
                           ["no images; expected <modality>/<anatomy>/<class>/<image>.png", "found folders ['CT']"]),
     "shared_pretrain_sources": ("shared_pretrain", ["busi/benign/a.png", "jsrt_scr/"], {}, FileNotFoundError,
-                                ["'pneumoniamnist/pneumoniamnist.npz'", "'ct_tcga_dicom/dicom_dir'",
+                                ["'pneumoniamnist/pneumoniamnist.npz'", "'ct_tcga_dicom/dicom_dir'", "'knee_kl'",
+                                 "'bccd_blood'", "'ham10000_sample'", "'retinamnist/retinamnist.npz'",
                                  "found folders ['busi', 'jsrt_scr']"]),
 }
 
