@@ -9,13 +9,14 @@ from .dino import (
     DINOLoss,
     batch_center,
     dino_cross_entropy,
+    sinkhorn_knopp_probabilities,
     student_log_probabilities,
     teacher_probabilities,
     teacher_temperature,
     updated_center,
 )
 from .part_whole import CompositionLoss, DecompositionLoss, normalize_parts, squared_error
-from .adamv2 import AdamV2Loss
+from .adamv2 import AdamV2Loss, koleo_loss
 
 __all__ = [
     "MLVICXLoss",
@@ -32,7 +33,9 @@ __all__ = [
     "DecompositionLoss",
     "batch_center",
     "dino_cross_entropy",
+    "koleo_loss",
     "normalize_parts",
+    "sinkhorn_knopp_probabilities",
     "squared_error",
     "student_log_probabilities",
     "teacher_probabilities",

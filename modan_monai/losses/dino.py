@@ -15,6 +15,10 @@ fixed in methods.md section 3:
    ``c = m · c + (1 − m) · mean of the raw teacher logits``, the mean summed and counted over all ranks when a
    process group is initialised (never required, unlike the official release).
 5. :func:`teacher_temperature`: optional linear teacher-temperature warm-up (official default: none).
+6. :func:`sinkhorn_knopp_probabilities`: an opt-in replacement of steps 1 and 4 (``centering="sinkhorn_knopp"``):
+   the teacher distribution is the Sinkhorn-Knopp equipartition of ``exp(g_T / T_t)`` over the batch (SwAV,
+   Caron et al., NeurIPS 2020; DINOv2, Oquab et al., TMLR 2024, ``sinkhorn_knopp_teacher``, 3 iterations), so
+   no single prototype can take the whole batch however small it is. The default stays the running centre.
 
 A uniform student gives ``ln K`` whatever the teacher: the collapse signature.
 """
@@ -22,20 +26,27 @@ A uniform student gives ``ln K`` whatever the teacher: the collapse signature.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CENTERINGS",
     "DINOLoss",
     "batch_center",
     "dino_cross_entropy",
+    "sinkhorn_knopp_probabilities",
     "student_log_probabilities",
     "teacher_probabilities",
     "teacher_temperature",
     "updated_center",
 ]
+
+
+CENTERINGS = ("center", "sinkhorn_knopp")
+"""The teacher normalisations of :class:`DINOLoss`: the running centre (DINO) or Sinkhorn-Knopp (SwAV, DINOv2)."""
 
 
 def teacher_probabilities(teacher_logits: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -140,6 +151,63 @@ def updated_center(center: torch.Tensor, batch_mean: torch.Tensor, momentum: flo
     return (momentum * center.detach().float() + (1.0 - momentum) * batch_mean.detach().float()).reshape(1, -1)
 
 
+def sinkhorn_knopp_probabilities(
+    teacher_logits: torch.Tensor, temperature: float, iterations: int = 3, gather_distributed: bool = True
+) -> torch.Tensor:
+    """Sinkhorn-Knopp teacher assignments of SwAV / DINOv2 (``sinkhorn_knopp_teacher``), detached, float32.
+
+    ``Q = exp(teacher_logits / temperature)`` over the ``N = B · Vt`` rows is scaled to sum to 1, then
+    ``iterations`` times its prototype (column) sums are set to ``1 / K`` and its row sums to ``1 / N``; the
+    result is ``N · Q``, so every row is a distribution over the K prototypes and the prototypes share the batch
+    about equally (Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments",
+    NeurIPS 2020, Algorithm 1; Oquab et al., "DINOv2", TMLR 2024, Sec. 4). The logits are shifted by their
+    maximum before ``exp`` (the first scaling cancels any constant factor, so the result is unchanged). When
+    ``gather_distributed`` and ``torch.distributed`` is initialised, the total, the prototype sums, the row
+    count and the maximum are all-reduced as in DINOv2, so every rank's rows equal the matching rows of one
+    process holding all ranks' batches (ranks may hold different batch sizes).
+
+    Args:
+        teacher_logits: ``(B, Vt, K)`` or ``(N, K)`` raw teacher logits.
+        temperature: teacher temperature ``> 0``.
+        iterations: Sinkhorn-Knopp iterations ``>= 1`` (3, as DINOv2).
+        gather_distributed: all-reduce the statistics when a process group is initialised (True).
+
+    Returns:
+        float32 probabilities of the shape of ``teacher_logits``, each row summing to 1, with no gradient
+        (computed in float64).
+
+    Raises:
+        ValueError: on a non-positive ``iterations`` or an empty input.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"sinkhorn_knopp_probabilities: iterations must be an integer >= 1, got {iterations!r}.")
+    if teacher_logits.numel() == 0:
+        raise ValueError(f"sinkhorn_knopp_probabilities: empty teacher_logits {tuple(teacher_logits.shape)}.")
+    distributed = gather_distributed and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def _all_reduce(value: torch.Tensor, op: Any = None) -> torch.Tensor:
+        if distributed:
+            torch.distributed.all_reduce(value, op=op or torch.distributed.ReduceOp.SUM)
+        return value
+
+    with torch.no_grad():
+        # float64 so that exp underflows only for logits ~700 temperatures below the maximum
+        logits = teacher_logits.detach().double().reshape(-1, teacher_logits.shape[-1]) / temperature
+        peak = _all_reduce(logits.max().reshape(1), torch.distributed.ReduceOp.MAX if distributed else None)
+        q = torch.exp(logits - peak).t()  # (K, N): prototypes x rows, as in the papers
+        num_prototypes = q.shape[0]
+        num_rows = _all_reduce(q.new_full((1,), float(q.shape[1])))
+        tiny = torch.finfo(q.dtype).tiny  # a prototype with no mass at all keeps 0 instead of 0 / 0
+        q /= _all_reduce(q.sum().reshape(1))
+        for _ in range(iterations):
+            q /= _all_reduce(q.sum(dim=1, keepdim=True)).clamp_min(tiny)
+            q /= num_prototypes
+            q /= q.sum(dim=0, keepdim=True)
+            q /= num_rows
+        q *= num_rows
+        return q.t().reshape(teacher_logits.shape).float()
+
+
 def teacher_temperature(
     epoch: int, teacher_temp: float, warmup_teacher_temp: float | None = None, warmup_epochs: int = 0
 ) -> float:
@@ -209,7 +277,9 @@ class DINOLoss(nn.Module):
     With ``gather_distributed`` and an initialised process group the mean is taken over every rank's rows (the
     centre is then identical on all ranks); the loss itself stays this rank's batch mean, as in the official
     DINO (the loss is a per-sample mean, so DDP's gradient averaging over equal shards gives the global
-    gradient). The centre is not updated in ``eval()`` mode.
+    gradient). The centre is not updated in ``eval()`` mode. With ``centering="sinkhorn_knopp"`` the teacher
+    distribution comes from :func:`sinkhorn_knopp_probabilities` instead and the centre is neither read nor
+    updated.
 
     Args:
         out_dim: K, the head's output dimension (must match the logits).
@@ -220,6 +290,12 @@ class DINOLoss(nn.Module):
         warmup_teacher_temp: starting teacher temperature of a linear warm-up, or None (official: no warm-up).
         warmup_teacher_temp_epochs: warm-up length in epochs (0); see :func:`teacher_temperature`.
         gather_distributed: all-reduce the centre statistics when a process group is initialised (True).
+        centering: ``"center"`` (the running centre above; DINO, Adam-v2) or ``"sinkhorn_knopp"``: the teacher
+            distribution is :func:`sinkhorn_knopp_probabilities` of the raw teacher logits at the current
+            teacher temperature and the centre buffer is left untouched (DINOv2's ``sinkhorn_knopp_teacher``;
+            SwAV's equipartition keeps a small batch from piling onto one prototype).
+        sinkhorn_iterations: Sinkhorn-Knopp iterations ``>= 1`` (3, as DINOv2); used only with
+            ``centering="sinkhorn_knopp"``.
 
     Shapes:
         - student_logits: ``(B, Vs, K)``.
@@ -248,6 +324,8 @@ class DINOLoss(nn.Module):
         warmup_teacher_temp: float | None = None,
         warmup_teacher_temp_epochs: int = 0,
         gather_distributed: bool = True,
+        centering: str = "center",
+        sinkhorn_iterations: int = 3,
     ) -> None:
         super().__init__()
         if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
@@ -272,6 +350,12 @@ class DINOLoss(nn.Module):
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.skip_same_index = bool(skip_same_index)
         self.gather_distributed = bool(gather_distributed)
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering must be one of {list(CENTERINGS)}, got {centering!r}.")
+        self.centering = centering
+        if isinstance(sinkhorn_iterations, bool) or not isinstance(sinkhorn_iterations, int) or sinkhorn_iterations < 1:
+            raise ValueError(f"sinkhorn_iterations must be an integer >= 1, got {sinkhorn_iterations!r}.")
+        self.sinkhorn_iterations = sinkhorn_iterations
         self.epoch = 0
         self.register_buffer("center", torch.zeros(1, out_dim))
 
@@ -281,7 +365,8 @@ class DINOLoss(nn.Module):
             f"center_momentum={self.center_momentum}, skip_same_index={self.skip_same_index}, "
             f"warmup_teacher_temp={self.warmup_teacher_temp}, "
             f"warmup_teacher_temp_epochs={self.warmup_teacher_temp_epochs}, "
-            f"gather_distributed={self.gather_distributed}"
+            f"gather_distributed={self.gather_distributed}, centering={self.centering!r}, "
+            f"sinkhorn_iterations={self.sinkhorn_iterations}"
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -318,6 +403,11 @@ class DINOLoss(nn.Module):
             )
         if self.center.device != teacher_logits.device:
             self.center = self.center.to(teacher_logits.device)
+        if self.centering == "sinkhorn_knopp":
+            probs = sinkhorn_knopp_probabilities(
+                teacher_logits, self.current_teacher_temp, self.sinkhorn_iterations, self.gather_distributed
+            )
+            return dino_cross_entropy(student_logits, probs, self.student_temp, self.skip_same_index)
         probs = teacher_probabilities(teacher_logits, self.center, self.current_teacher_temp)
         loss = dino_cross_entropy(student_logits, probs, self.student_temp, self.skip_same_index)
         if self.training:

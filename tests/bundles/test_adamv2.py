@@ -111,6 +111,7 @@ def test_dino_phase_checkpoint_starts_the_joint_run(
         ({"skip_same_index": True}, ["skip_same_index"]),
         ({"loss#dino#out_dim": 32}, ["loss#dino#out_dim", "num_prototypes"]),
         ({"load_size": 64}, ["manifest", "row", "too small for max_level=2", "image_size"]),
+        ({"teacher_centering": "mean"}, ["centering", "sinkhorn_knopp", "'mean'"]),
     ],
 )
 def test_bad_ids_are_refused_naming_them(tmp_path: Path, demo_dir: Path, overrides: dict, named: list) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modan_monai.losses.dino import DINOLoss, teacher_temperature
+from modan_monai.losses.dino import DINOLoss, sinkhorn_knopp_probabilities, teacher_temperature
 
 
 def _logits(batch: int, views: int, k: int, seed: int, scale: float = 3.0) -> torch.Tensor:
@@ -152,3 +152,71 @@ def test_two_process_gloo_matches_one_process(tmp_path, run_on_ranks) -> None:
     # each rank's loss is its shard's mean: with equal shards their mean is the whole batch's loss
     rank_mean = np.mean([results[0][0], results[1][0]], axis=0)
     np.testing.assert_allclose(rank_mean, global_losses, rtol=1e-5)
+
+
+def _sinkhorn_reference(teacher: torch.Tensor, temperature: float, iterations: int) -> torch.Tensor:
+    """DINOv2's ``sinkhorn_knopp_teacher`` written plainly: Q = exp(t / T).T, then row / column scalings."""
+    q = torch.exp(teacher.reshape(-1, teacher.shape[-1]).double() / temperature).t()
+    num_prototypes, num_rows = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        q = q / q.sum(dim=1, keepdim=True) / num_prototypes
+        q = q / q.sum(dim=0, keepdim=True) / num_rows
+    return (q * num_rows).t().reshape(teacher.shape)
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_sinkhorn_knopp_matches_dinov2_reference(iterations: int) -> None:
+    teacher = _logits(6, 2, 16, seed=21, scale=1.0)
+    probs = sinkhorn_knopp_probabilities(teacher, 0.05, iterations)
+    assert probs.dtype == torch.float32 and probs.shape == teacher.shape
+    np.testing.assert_allclose(probs.numpy(), _sinkhorn_reference(teacher, 0.05, iterations).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(probs.sum(dim=-1).numpy(), np.ones((6, 2)), rtol=1e-5)
+
+
+def test_sinkhorn_knopp_spreads_a_batch_that_prefers_one_prototype() -> None:
+    # every row prefers prototype 0: the centre-free softmax gives it all the mass, Sinkhorn-Knopp shares it out
+    teacher = _logits(8, 2, 4, seed=22, scale=0.1)
+    teacher[..., 0] += 1.0
+    plain = torch.softmax(teacher.float() / 0.04, dim=-1).reshape(-1, 4).mean(dim=0)
+    balanced = sinkhorn_knopp_probabilities(teacher, 0.04, iterations=50).reshape(-1, 4).mean(dim=0)
+    assert plain[0] > 0.99
+    np.testing.assert_allclose(balanced.numpy(), np.full(4, 0.25), atol=1e-3)
+
+
+def test_sinkhorn_knopp_centering_in_the_loss_leaves_the_centre() -> None:
+    k = 16
+    student, teacher = _logits(4, 3, k, seed=23), _logits(4, 2, k, seed=24, scale=1.0)
+    loss_fn = DINOLoss(out_dim=k, teacher_temp=0.05, skip_same_index=True, centering="sinkhorn_knopp")
+    loss = loss_fn(student, teacher)
+    probs = _sinkhorn_reference(teacher, 0.05, 3)
+    log_probs = torch.log_softmax(student / 0.1, dim=-1)
+    pairs = [-(probs[:, i] * log_probs[:, j]).sum(-1).mean() for i in range(2) for j in range(3) if i != j]
+    np.testing.assert_allclose(loss.item(), (sum(pairs) / len(pairs)).item(), rtol=1e-5)
+    assert torch.count_nonzero(loss_fn.center) == 0  # the running centre is not used
+    assert "sinkhorn_knopp" in repr(loss_fn)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"centering": "mean"}, "centering"), ({"sinkhorn_iterations": 0}, "sinkhorn_iterations")],
+)
+def test_bad_centering_arguments_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DINOLoss(out_dim=8, **kwargs)
+
+
+def _sinkhorn_worker(rank: int, world_size: int, init_file: str, results: dict) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        teacher = _logits(7, 2, 16, seed=25, scale=1.0)
+        results[rank] = sinkhorn_knopp_probabilities(teacher[:3] if rank == 0 else teacher[3:], 0.05)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sinkhorn_knopp_two_process_gloo_matches_one_process(tmp_path, run_on_ranks) -> None:
+    results = run_on_ranks(_sinkhorn_worker, tmp_path, 2)  # uneven shards: 3 and 4 images
+    teacher = _logits(7, 2, 16, seed=25, scale=1.0)
+    whole = sinkhorn_knopp_probabilities(teacher, 0.05)
+    np.testing.assert_allclose(torch.cat([results[0], results[1]]).numpy(), whole.numpy(), rtol=1e-5)

@@ -38,7 +38,8 @@ def test_outputs_in_both_phases_and_the_teacher_gets_no_gradient() -> None:
     out = net(views())
     shapes = {k: tuple(v.shape) for k, v in out.items()}
     assert shapes == {"student_logits": (2, 3, 64), "teacher_logits": (2, 1, 64), "composed": (2, 512),
-                      "decomposed": (2, 4, 512), "teacher_whole": (2, 512), "teacher_parts": (2, 4, 512)}
+                      "decomposed": (2, 4, 512), "teacher_whole": (2, 512), "teacher_parts": (2, 4, 512),
+                      "student_global_features": (2, 1, 512)}
     sum(v.float().sum() for v in out.values() if v.requires_grad).backward()
     assert all(p.grad is None for p in net.teacher.parameters())
     assert any(p.grad is not None for p in net.composer.parameters())
@@ -48,7 +49,9 @@ def test_outputs_in_both_phases_and_the_teacher_gets_no_gradient() -> None:
     v = views()
     v["global"] = torch.rand(2, 2, 1, 32, 32)
     out = dino(v)
-    assert {k: tuple(t.shape) for k, t in out.items()} == {"student_logits": (2, 4, 64), "teacher_logits": (2, 2, 64)}
+    assert {k: tuple(t.shape) for k, t in out.items()} == {
+        "student_logits": (2, 4, 64), "teacher_logits": (2, 2, 64), "student_global_features": (2, 2, 512)
+    }
     with pytest.raises(KeyError, match="no view group 'local'"):
         dino({"global": v["global"]})
 

@@ -89,6 +89,8 @@ class AdamV2Model(nn.Module):
 
         - ``"student_logits"`` ``(B, Vs, K)``: the student on its global views, then its local views;
         - ``"teacher_logits"`` ``(B, Vt, K)``: the teacher on ``teacher_key``;
+        - ``"student_global_features"`` ``(B, Vg, D)``: the student backbone features of its global views (no
+          head), which the optional KoLeo term of ``modan_monai.losses.AdamV2Loss`` spreads (DINOv2);
         - joint phase only: ``"composed"`` ``(B, D)`` = h_C(student features of the n parts, concatenated
           row-major), ``"decomposed"`` ``(B, n, D)`` = h_D(student feature of the whole), ``"teacher_whole"``
           ``(B, D)`` and ``"teacher_parts"`` ``(B, n, D)`` (teacher backbone features, no head).
@@ -207,6 +209,7 @@ class AdamV2Model(nn.Module):
             student_parts = feats[:, v_whole + v_glob :]
             out["composed"] = self.composer(student_parts.reshape(batch, -1))
             out["decomposed"] = self.decomposer(student_whole).reshape(batch, self.num_parts, self.features)
+        out["student_global_features"] = student_big
         student_local = per_image(self.student.encoder(flat(local)), local.shape[1])
         student_feats = torch.cat([student_big, student_local], dim=1)
         out["student_logits"] = per_image(self.student.head(flat(student_feats)), student_feats.shape[1])
