@@ -22,6 +22,8 @@ import pandas as pd
 
 from . import (
     busi,
+    chestxray14,
+    chexpert,
     class_folders,
     dicom_dir,
     ham10000,
@@ -56,6 +58,8 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "image_folder": image_folder.build,
     "knee_kl": knee_kl.build,
     "ham10000": ham10000.build,
+    "chestxray14": chestxray14.build,
+    "chexpert": chexpert.build,
 }
 
 

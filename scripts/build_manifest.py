@@ -6,6 +6,8 @@ Examples:
     python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --dataset tcga --opt ignore_non_dicom=true
     python scripts/build_manifest.py dicom_dir /data/dicoms -o ct.csv --salt-file ~/secrets/ct.salt --keep-uids
     python scripts/build_manifest.py mrnet /data/MRNet-v1.0 -o mrnet.csv --opt planes=sagittal,coronal
+    python scripts/build_manifest.py chestxray14 /data/ChestX-ray14 -o cxr14.csv
+    python scripts/build_manifest.py chexpert /data/CheXpert-v1.0-small -o chexpert.csv --opt csvs=valid.csv
     python scripts/build_manifest.py shared-pretrain ../shared/datasets -o pretrain.csv --max-per-dataset 500
     python scripts/build_manifest.py jsrt ../shared/datasets/jsrt_scr -o jsrt.csv \\
         --split-fractions train=0.6,val=0.1,test=0.3
@@ -108,7 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(CT/head), knee_kl (XR/knee; case = patient), bccd_blood (SM/blood), ham10000 (DMS/skin; case = "
             "lesion_id) and retinamnist (OP/eye). BUSI is NOT included: it is a downstream evaluation set, and a model "
             "is never pretrained on the images it is evaluated on (use --exclude for the dataset you evaluate on). "
-            "Kinds knee_kl and ham10000 read those layouts alone; kind image_folder: <root>/<image>, --opt "
+            "Kinds knee_kl and ham10000 read those layouts alone; kind chestxray14: Data_Entry_2017.csv, "
+            "train_val_list.txt / test_list.txt (-> train / test) and images_NNN/images/ (one 0/1 column per "
+            "finding); kind chexpert: the CheXpert-v1.0-small folder, train.csv (-> train) / valid.csv (-> test), "
+            "observations kept as 1 / 0 / -1 / empty; both take --opt partial=true for a copy of some images. "
+            "Kind image_folder: <root>/<image>, --opt "
             "modality=... --opt anatomy=... required. "
             "Kind dicom_dir: case_id is a salted pseudonym of the PatientID (HMAC-SHA256; StudyInstanceUID when the "
             "patient id is empty). The salt is --salt, or the file --salt-file (default: <output>.salt beside the "

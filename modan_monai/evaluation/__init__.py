@@ -23,6 +23,14 @@ from .folds import (
     make_folds,
     subsample_fraction,
 )
+from .labels import (
+    UNCERTAIN_POLICIES,
+    class_name,
+    multiclass_labels,
+    multilabel_from_columns,
+    multilabel_from_findings,
+)
+from .metrics import ClassAUC, MulticlassMetrics, multiclass_metrics, multilabel_metrics, one_vs_rest_auc
 from .mrnet import EXAM_AGGREGATIONS, aggregate_exam_scores, exam_labels, exam_level_auc, select_planes
 from .protocol import EVALUATION_LEVELS, PROTOCOL_MODES, RESULT_COLUMNS, parse_init_specs, plot_roc, run_protocol
 from .segmentation import (
@@ -51,7 +59,17 @@ from .training import (
 )
 
 __all__ = [
+    "ClassAUC",
     "ClassifyRun",
+    "MulticlassMetrics",
+    "UNCERTAIN_POLICIES",
+    "class_name",
+    "multiclass_labels",
+    "multiclass_metrics",
+    "multilabel_from_columns",
+    "multilabel_from_findings",
+    "multilabel_metrics",
+    "one_vs_rest_auc",
     "EVALUATION_LEVELS",
     "EXAM_AGGREGATIONS",
     "FOLD_KEY_COLUMNS",
