@@ -40,6 +40,7 @@ __all__ = [
     "compile_case_id_regex",
     "describe",
     "fenced_by",
+    "find_one_file",
     "logger",
     "preview",
     "refuse_broken_links",
@@ -189,6 +190,36 @@ def require_file(path: str | Path, what: str) -> Path:
     if not file.is_file():
         raise FileNotFoundError(f"{what}: file not found: {file}")
     return file
+
+
+def find_one_file(folder: Path, given: str | Path | None, pattern: str, layout: str, role: str, option: str) -> Path:
+    """The file named by a builder option (relative to ``folder``), or else the one file matching ``pattern``.
+
+    Args:
+        folder: the dataset root.
+        given: the option's value, or ``None`` to look for ``pattern`` directly inside ``folder``.
+        pattern: glob pattern of the file, e.g. ``"Data_Entry_2017*.csv"``.
+        layout: layout name for messages (``"ChestX-ray14 root"``).
+        role: the file's role for messages (``"label CSV"``).
+        option: the option's name for messages (``labels``).
+
+    Returns:
+        The file.
+
+    Raises:
+        FileNotFoundError: if ``given`` is not a file, or not exactly one file matches ``pattern`` (naming the
+            matches and what ``folder`` holds).
+    """
+    if given is not None:
+        path = folder / given
+        if not path.is_file():
+            raise FileNotFoundError(f"{layout} {folder}: {role} {path} not found; found {describe(folder)}.")
+        return path
+    found = sorted(folder.glob(pattern))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{layout} {folder}: expected exactly one {pattern} (or pass {option}=), found "
+                                f"{[f.name for f in found]}; found {describe(folder)}.")
+    return found[0]
 
 
 def as_frame(rows: Iterable[Mapping[str, Any]], what: str) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import as_frame, check_files, describe, logger, preview, require_dir
+from ._common import as_frame, check_files, describe, find_one_file, logger, preview, require_dir
 
 __all__ = ["CHESTXRAY14_COLUMNS", "CHESTXRAY14_FINDINGS", "CHESTXRAY14_SPLIT_LISTS", "NO_FINDING", "build"]
 
@@ -69,21 +69,6 @@ CHESTXRAY14_COLUMNS: tuple[str, ...] = ("Image Index", "Finding Labels", "Patien
 CHESTXRAY14_SPLIT_LISTS: dict[str, str] = {"train_val_list.txt": "train", "test_list.txt": "test"}
 _IMAGE_FOLDER = re.compile(r"^images(_\d+)?$")
 _SUFFIXES = (".png",)
-
-
-def _labels_csv(folder: Path, labels: str | Path | None) -> Path:
-    """The label CSV: ``labels`` (relative to ``folder``) or the one ``Data_Entry_2017*.csv`` at the root."""
-    if labels is not None:
-        path = folder / labels
-        if not path.is_file():
-            raise FileNotFoundError(f"ChestX-ray14 root {folder}: label CSV {path} not found; found "
-                                    f"{describe(folder)}.")
-        return path
-    found = sorted(folder.glob("Data_Entry_2017*.csv"))
-    if len(found) != 1:
-        raise FileNotFoundError(f"ChestX-ray14 root {folder}: expected exactly one Data_Entry_2017*.csv (or pass "
-                                f"labels=), found {[f.name for f in found]}; found {describe(folder)}.")
-    return found[0]
 
 
 def _read_entries_unchecked(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
@@ -194,7 +179,7 @@ def build(
             line, the name or the file).
     """
     folder = require_dir(root, "ChestX-ray14 root")
-    csv_path = _labels_csv(folder, labels)
+    csv_path = find_one_file(folder, labels, "Data_Entry_2017*.csv", "ChestX-ray14 root", "label CSV", "labels")
     entries = _read_entries(csv_path)
     splits = _split_lists(folder)
     images = _images(folder)

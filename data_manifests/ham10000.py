@@ -8,9 +8,10 @@ Expected raw layout (the flat sample of the shared copy)::
 The CSV lists ``lesion_id,image_id,dx,...`` (one row per image; ``image_id`` is the file stem). One row per image:
 ``modality`` ``DMS`` (dermoscopy), ``anatomy`` ``skin``, ``case_id`` = ``lesion_id`` (several images of one lesion
 form one case: one split, one fold), ``dx`` the diagnosis (nv, mel, bkl, bcc, akiec, vasc, df). The layout is
-checked: images directly inside the root (a sub-folder is refused), the metadata CSV with the columns
-:data:`HAM10000_COLUMNS`; an image without a CSV row, a CSV row without an image, a duplicated ``image_id`` and an
-empty ``lesion_id`` / ``dx`` are errors naming the file or the CSV row.
+checked: images directly inside the root (a sub-folder is refused; other files are logged and not read), the
+metadata CSV with the columns :data:`HAM10000_COLUMNS`; an unreadable CSV, an image without a CSV row, a CSV row
+without an image, a duplicated ``image_id`` and an empty ``lesion_id`` / ``dx`` are errors naming the file or the
+CSV row.
 """
 
 from __future__ import annotations
@@ -19,27 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import as_frame, describe, preview, require_dir
+from ._common import as_frame, find_one_file, logger, preview, require_dir
 from .image_folder import list_images
 
 __all__ = ["HAM10000_COLUMNS", "build"]
 
 #: metadata columns the builder reads.
 HAM10000_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
-
-
-def _metadata(folder: Path, metadata: str | Path | None) -> Path:
-    """The metadata CSV: ``metadata`` (relative to ``folder``) or the one ``HAM10000_metadata*.csv`` at the root."""
-    if metadata is not None:
-        path = folder / metadata
-        if not path.is_file():
-            raise FileNotFoundError(f"HAM10000 root {folder}: metadata CSV {path} not found; found {describe(folder)}.")
-        return path
-    found = sorted(folder.glob("HAM10000_metadata*.csv"))
-    if len(found) != 1:
-        raise FileNotFoundError(f"HAM10000 root {folder}: expected exactly one HAM10000_metadata*.csv (or pass "
-                                f"metadata=), found {[f.name for f in found]}; found {describe(folder)}.")
-    return found[0]
 
 
 def build(
@@ -58,13 +45,21 @@ def build(
 
     Raises:
         FileNotFoundError: if ``root`` or the metadata CSV is missing.
-        ValueError: for a sub-folder or no image, a CSV without the columns :data:`HAM10000_COLUMNS`, a duplicated
-            ``image_id``, an empty ``lesion_id`` / ``dx``, or images and CSV rows that do not match.
+        ValueError: for a sub-folder, no image, an unreadable CSV, a CSV without the columns
+            :data:`HAM10000_COLUMNS`, a duplicated ``image_id``, an empty ``lesion_id`` / ``dx``, or images and CSV
+            rows that do not match.
     """
     folder = require_dir(root, "HAM10000 root")
-    csv = _metadata(folder, metadata)
-    images, _ = list_images(folder, f"HAM10000 root {folder}")
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    csv = find_one_file(folder, metadata, "HAM10000_metadata*.csv", "HAM10000 root", "metadata CSV", "metadata")
+    images, others = list_images(folder, f"HAM10000 root {folder}")
+    others = [p.name for p in others if p != csv]
+    if others:
+        logger.info("HAM10000 root %s: %d file(s) besides the images and %s are not read: %s", folder, len(others),
+                    csv.name, preview(others))
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"HAM10000 metadata {csv}: not a readable UTF-8 CSV file ({err}).") from err
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in HAM10000_COLUMNS if c not in table.columns]
     if missing:

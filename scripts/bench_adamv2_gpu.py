@@ -540,24 +540,26 @@ def gpu_sampler(device: str) -> GPUSampler:
     return GPUSampler(ids[0])
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the corpus and the bundle, train within the limit, and return the result (see module doc)."""
-    from monai.bundle import ConfigWorkflow
-
-    from modan_monai.bundle import check_overrides
-    from modan_monai.handlers import KNNMonitor
-
-    script_start = time.perf_counter()
-    output_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="bench_adamv2_gpu_")).absolute()
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _manifest(args: argparse.Namespace, output_dir: Path) -> Path:
+    """``--manifest``, or the shared corpus built under ``output_dir/manifest``."""
     if args.manifest:
         manifest = Path(args.manifest).absolute()
         if not manifest.is_file():
             raise FileNotFoundError(f"--manifest {manifest}: no such file")
-    else:
-        manifest = build_shared_manifest(Path(args.shared), output_dir / "manifest" / "pretrain.csv",
-                                         args.exclude, args.max_per_dataset, args.seed)
-        print(f"shared corpus manifest: {manifest}", flush=True)
+        return manifest
+    manifest = build_shared_manifest(Path(args.shared), output_dir / "manifest" / "pretrain.csv",
+                                     args.exclude, args.max_per_dataset, args.seed)
+    print(f"shared corpus manifest: {manifest}", flush=True)
+    return manifest
+
+
+def _workflow(args: argparse.Namespace, manifest: Path, output_dir: Path) -> tuple[Any, dict[str, Any], Any]:
+    """The bundle's initialised ``ConfigWorkflow``, its overrides and its k-NN monitor (config id
+    ``train#handlers#7``; a handler of another type there is refused naming the id)."""
+    from monai.bundle import ConfigWorkflow
+
+    from modan_monai.bundle import check_overrides
+    from modan_monai.handlers import KNNMonitor
 
     overrides = _overrides(args, str(manifest), str(output_dir))
     check_overrides([str(c) for c in CONFIGS], overrides)
@@ -566,10 +568,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logging_file=str(BUNDLE / "configs" / "logging.conf"), workflow_type="train", **overrides,
     )
     workflow.initialize()
-    trainer = workflow.parser.get_parsed_content("train#trainer")
     monitor = workflow.parser.get_parsed_content("train#handlers#7")
     if args.knn_interval and not isinstance(monitor, KNNMonitor):
         raise ValueError(f"config id 'train#handlers#7' is a {type(monitor).__name__}, expected the KNNMonitor")
+    return workflow, overrides, monitor
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the corpus and the bundle, train within the limit, and return the result (see module doc)."""
+    script_start = time.perf_counter()
+    output_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="bench_adamv2_gpu_")).absolute()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(args, output_dir)
+    workflow, overrides, monitor = _workflow(args, manifest, output_dir)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
     cuda = args.device != "cpu"
     if cuda:
         torch.cuda.set_device(torch.device(args.device).index or 0)  # synchronize() and peak memory: this GPU
@@ -639,6 +651,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: prints the table and writes the JSON; 1 with ``error: ...`` on bad input."""
     args = _parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -210,6 +210,7 @@ def init_args(encoders: Mapping[str, Path]) -> list[str]:
 
 
 def busi_command(manifest: Path, encoders: Mapping[str, Path], out: Path, cfg: Mapping[str, Any]) -> list[str]:
+    """``scripts/run_cv.py`` on BUSI: fine-tune and linear probe of every encoder and scratch on the same folds."""
     return [sys.executable, str(ROOT / "scripts" / "run_cv.py"), "--manifest", str(manifest),
             "--label-column", "label", "--positive", "malignant", *init_args(encoders), "--reference", "scratch",
             "--modes", "finetune", "linear_probe", "--fractions", "100", "--repeats", str(cfg["busi_repeats"]),
@@ -218,6 +219,7 @@ def busi_command(manifest: Path, encoders: Mapping[str, Path], out: Path, cfg: M
 
 
 def jsrt_command(manifest: Path, encoders: Mapping[str, Path], out: Path, cfg: Mapping[str, Any]) -> list[str]:
+    """``scripts/run_segmentation.py`` on JSRT: few-shot heart / lungs / clavicles of every encoder and scratch."""
     return [sys.executable, str(ROOT / "scripts" / "run_segmentation.py"), "--manifest", str(manifest),
             "--structures", repr(JSRT_STRUCTURES), *init_args(encoders),
             "--few-shot", *map(str, cfg["few_shot"]), "--seeds", *map(str, cfg["seg_seeds"]),
@@ -227,6 +229,7 @@ def jsrt_command(manifest: Path, encoders: Mapping[str, Path], out: Path, cfg: M
 
 
 def zero_shot_command(manifest: Path, encoders: Mapping[str, Path], out: Path, cfg: Mapping[str, Any]) -> list[str]:
+    """``scripts/zero_shot.py`` on the JSRT test split: the three zero-shot controls of every encoder and scratch."""
     return [sys.executable, str(ROOT / "scripts" / "zero_shot.py"), "--manifest", str(manifest), "--split", "test",
             *init_args(encoders), "--analyses", "localizability", "composability", "interpolation",
             "--image-size", str(cfg["image_size"]), "--load-size", str(4 * cfg["image_size"]),
@@ -342,6 +345,7 @@ def table_markdown(rows: Mapping[str, Mapping[str, Any]], header: str, stages: p
 
 
 def table_header(cfg: Mapping[str, Any], methods: Sequence[str], quick: bool) -> str:
+    """The title and the budget paragraph of table.md (a ``--quick`` run is marked as not evidence)."""
     head = ("# Evidence: does each method learn? — QUICK SMOKE RUN: these numbers are NOT evidence\n\n" if quick
             else "# Evidence: does each method learn?\n\n")
     return head + (
@@ -372,6 +376,7 @@ def write_outputs(out: Path, rows: Mapping[str, Mapping[str, Any]], text: str, s
 
 # ------------------------------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: ``--out``, ``--methods``, ``--quick``, ``--force-stage`` and one option per budget key."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     default_shared = os.environ.get("MODAN_SHARED_DATASETS", str(ROOT.parent / "shared" / "datasets"))
@@ -391,6 +396,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def budget(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget: each key of :data:`FULL` from its option, else from :data:`QUICK` / :data:`FULL`."""
     base = QUICK if args.quick else FULL
     return {key: (getattr(args, key) if getattr(args, key) is not None else base[key]) for key in FULL}
 
@@ -415,6 +421,7 @@ def plan(args: argparse.Namespace, cfg: Mapping[str, Any]) -> list[tuple[str, di
 
 
 def forced_closure(stages: Sequence[tuple[str, dict, list[str]]], forced: Sequence[str]) -> set[str]:
+    """The ``--force-stage`` stages and every later stage using one of them; an unknown stage name is an error."""
     names = [s[0] for s in stages]
     unknown = [f for f in forced if f not in names]
     if unknown:
@@ -445,6 +452,7 @@ def stage_work(name: str, out: Path, shared: Path, cfg: Mapping[str, Any],
 
 
 def collect(out: Path, methods: Sequence[str], seconds: Mapping[str, float]) -> dict[str, dict]:
+    """One table row per init (scratch and each method) from the stage folders' results."""
     rows: dict[str, dict] = {"scratch": {"label": "scratch"}}
     for m in methods:
         rows[m] = {"label": METHODS[m][0], **pretrain_results(out / f"pretrain_{m}"),
@@ -459,6 +467,7 @@ def collect(out: Path, methods: Sequence[str], seconds: Mapping[str, float]) -> 
 
 
 def reproduce(args: argparse.Namespace) -> list[Path]:
+    """Run (or resume) every stage, then write the table; returns the written files, table.md first."""
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise ReproduceError(f"--methods: unknown method {unknown[0]!r}; known: {list(METHODS)}")
@@ -478,6 +487,7 @@ def reproduce(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: 0 on success, 1 with ``error: ...`` on bad input, 130 when interrupted."""
     args = parse_args(argv)
     try:
         paths = reproduce(args)

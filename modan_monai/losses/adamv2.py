@@ -148,6 +148,7 @@ class AdamV2Loss(nn.Module):
 
         Raises:
             KeyError: when ``pred`` is not a mapping holding :attr:`required_keys`.
+            ValueError: with ``koleo_weight > 0``, for global-view features that are not ``(B >= 2, Vg, D)``.
         """
         if not isinstance(pred, Mapping):
             raise KeyError(
@@ -174,6 +175,11 @@ class AdamV2Loss(nn.Module):
             if glob.ndim != 3:
                 raise ValueError(
                     f"AdamV2Loss: student_global_features must be (B, Vg, D), got {tuple(glob.shape)}."
+                )
+            if glob.shape[0] < 2:
+                raise ValueError(
+                    f"AdamV2Loss: koleo_weight {self.koleo_weight} needs at least 2 images per batch (the nearest "
+                    f"neighbour of each), got a batch of {glob.shape[0]}; raise batch_size or set koleo_weight 0."
                 )
             terms["koleo"] = sum(koleo_loss(glob[:, v]) for v in range(glob.shape[1]))
             total = total + self.koleo_weight * terms["koleo"]

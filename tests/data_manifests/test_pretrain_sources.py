@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,7 @@ def test_ham10000_case_is_the_lesion(tmp_path):
         ("no_image", ValueError, r"image_id\(s\) without an image in .*: ISIC_3"),
         ("no_dx", ValueError, r"HAM10000_metadata_subset\.csv line 3: empty 'dx'"),
         ("columns", ValueError, r"missing column\(s\) \['lesion_id'\]"),
+        ("not_utf8", ValueError, r"HAM10000 metadata .*HAM10000_metadata_subset\.csv: not a readable UTF-8 CSV"),
     ],
 )
 def test_ham10000_refusals_name_the_file_or_row(tmp_path, problem, error, match):
@@ -131,12 +133,23 @@ def test_ham10000_refusals_name_the_file_or_row(tmp_path, problem, error, match)
         (root / "ISIC_3.jpg").unlink()
         _image(root / "ISIC_4.jpg", rgb=True)
         csv.write_text(text + "HAM_3,ISIC_4,df,histo,1,male,back\n")
+    elif problem == "not_utf8":
+        csv.write_bytes(b"lesion_id,image_id,dx\n\xff\xfe,ISIC_1,nv\n")
     elif problem == "no_dx":
         csv.write_text(text.replace("HAM_1,ISIC_2,nv", "HAM_1,ISIC_2,"))
     else:
         csv.write_text(text.replace("lesion_id,", "lesion,"))
     with pytest.raises(error, match=match):
         build_manifest("ham10000", root)
+
+
+def test_ham10000_other_files_are_logged_not_read(tmp_path, caplog):
+    root = _ham_tree(tmp_path / "ham")
+    (root / "LICENSE.txt").write_text("x")
+    with caplog.at_level(logging.INFO, logger="data_manifests"):
+        df = build_manifest("ham10000", root)
+    assert len(df) == 3
+    assert "1 file(s) besides the images and HAM10000_metadata_subset.csv are not read: LICENSE.txt" in caplog.text
 
 
 # ----------------------------------------------------------------------------------------------- RGB MedMNIST

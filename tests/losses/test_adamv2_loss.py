@@ -66,6 +66,10 @@ def test_koleo_errors_are_named() -> None:
         AdamV2Loss(DINOLoss(8), koleo_weight=-0.1)
     with pytest.raises(ValueError, match=r"\(1, 4\)"):
         koleo_loss(torch.zeros(1, 4))
+    one_image = {"student_logits": torch.zeros(1, 2, 8), "teacher_logits": torch.zeros(1, 1, 8),
+                 "student_global_features": torch.zeros(1, 2, 4)}
+    with pytest.raises(ValueError, match=r"koleo_weight 0.1 needs at least 2 images per batch.*batch of 1"):
+        AdamV2Loss(DINOLoss(8), koleo_weight=0.1)(one_image)
     with pytest.raises(KeyError, match="student_global_features"):
         AdamV2Loss(DINOLoss(8), koleo_weight=0.1)(
             {"student_logits": torch.zeros(2, 2, 8), "teacher_logits": torch.zeros(2, 1, 8)}
