@@ -74,6 +74,16 @@ def test_properties_and_phase_ids(tmp_path: Path, demo_dir: Path, names: tuple[s
         assert loss.composition is None and loss.decomposition is None
 
 
+@pytest.mark.parametrize("names", [("adamv2.json",), ("adamv2.json", "adamv2_dino.json")])
+def test_head_use_bn_id_puts_batchnorm_in_both_dino_heads(tmp_path: Path, demo_dir: Path, names: tuple[str, ...]) -> None:
+    def norms(flow: ConfigWorkflow) -> list[int]:
+        net = flow.parser.get_parsed_content("network_def")
+        return [sum(isinstance(m, torch.nn.BatchNorm1d) for m in b.head.modules()) for b in (net.student, net.teacher)]
+
+    assert norms(workflow(demo_dir, tmp_path / "off", *names)) == [0, 0]
+    assert norms(workflow(demo_dir, tmp_path / "on", *names, head_use_bn=True)) == [2, 2]
+
+
 def test_joint_run_logs_every_term_and_exports_the_teacher(
     tmp_path: Path, demo_dir: Path, bundle_cli: Callable[..., str], tensorboard_tags: Callable
 ) -> None:

@@ -153,6 +153,14 @@ def test_extra_handlers_merge_with_the_plus_key(tmp_path: Path, demo_dir: Path) 
     assert merged.parser["train"]["handlers"][-1]["_target_"] == "modan_monai.handlers.ProgressPrinter"
 
 
+def test_knn_bn_stats_reaches_the_monitor(tmp_path: Path, demo_dir: Path) -> None:
+    """``knn_bn_stats`` chooses how both monitors read BatchNorm statistics (default ``"auto"``)."""
+    monitor = workflow(demo_dir, tmp_path / "a").parser.get_parsed_content("train#handlers#7")
+    assert type(monitor).__name__ == "KNNMonitor" and monitor.bn_stats == "auto"
+    flow = workflow(demo_dir, tmp_path / "b", "adamv2.json", knn_bn_stats="recompute")
+    assert flow.parser.get_parsed_content("train#handlers#7").bn_stats == "recompute"
+
+
 @pytest.mark.parametrize(
     ("configs", "overrides", "named"),
     [

@@ -32,6 +32,33 @@ def test_dino_head_last_layer_has_unit_rows_and_a_fixed_norm() -> None:
         DINOHead(8, 16, 4, 0)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_dino_head_use_bn_puts_batchnorm_after_each_hidden_linear(num_layers: int) -> None:
+    torch.manual_seed(0)
+    head = DINOHead(8, 16, 4, 10, num_layers=num_layers, use_bn=True).train()
+    mlp = [head.mlp] if num_layers == 1 else list(head.mlp)
+    expected = [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.GELU] * (num_layers - 1) + [torch.nn.Linear]
+    assert [type(m) for m in mlp] == expected
+    plain = DINOHead(8, 16, 4, 10, num_layers=num_layers)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    x = torch.randn(6, 8) * 3.0 + 5.0
+    # reference: DINO's head with use_bn_in_head, written out (batch statistics in train mode, biased variance)
+    h = x
+    for m in mlp:
+        if isinstance(m, torch.nn.Linear):
+            h = h @ m.weight.T + m.bias
+        elif isinstance(m, torch.nn.BatchNorm1d):
+            h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + m.eps) * m.weight + m.bias
+        else:
+            h = torch.nn.functional.gelu(h)
+    ref = torch.nn.functional.normalize(h, dim=-1) @ head.last_layer.weight.T
+    torch.testing.assert_close(head(x), ref, rtol=1e-4, atol=1e-5)
+    assert head.eval()(x[:1]).shape == (1, 10)
+    net = AdamV2Model(ResNet18Encoder(stem="7x7"), DINOHead(512, 32, 16, 64, use_bn=True))
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in net.teacher.head.modules()) == 2
+    assert net(views())["teacher_logits"].shape == (2, 1, 64)
+
+
 def test_outputs_in_both_phases_and_the_teacher_gets_no_gradient() -> None:
     net = model()
     assert all(torch.equal(a, b) for a, b in zip(net.student.parameters(), net.teacher.parameters()))

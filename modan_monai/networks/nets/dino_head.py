@@ -22,7 +22,9 @@ class DINOHead(nn.Module):
     ``Linear(in -> hidden) - GELU - [Linear(hidden -> hidden) - GELU] * (num_layers - 2) - Linear(hidden ->
     bottleneck)``, L2 normalisation, then a weight-normalised ``Linear(bottleneck -> out, no bias)``. With
     ``num_layers=1`` the MLP is the single ``Linear(in -> bottleneck)``. The MLP's linear weights are drawn from a
-    truncated normal (std 0.02, cut at +-2) and its biases are zero.
+    truncated normal (std 0.02, cut at +-2) and its biases are zero. With ``use_bn`` (DINO's ``use_bn_in_head``,
+    off by default as in the official release) a ``BatchNorm1d(hidden)`` follows each hidden ``Linear``, before
+    its GELU.
 
     The last layer is ``torch.nn.utils.parametrizations.weight_norm`` of a ``Linear``: weight ``= g * v / ||v||``
     per output row, with ``g`` (``last_layer.parametrizations.weight.original0``, shape ``(out, 1)``) set to 1.
@@ -39,6 +41,7 @@ class DINOHead(nn.Module):
         out_features: number of prototypes ``K`` (65536 official).
         num_layers: number of MLP linear layers (3 official).
         norm_last_layer: fix the last layer's norm ``g`` to 1 (not trainable).
+        use_bn: put a ``BatchNorm1d`` after each hidden ``Linear`` of the MLP (DINO ``use_bn_in_head``).
 
     Shapes:
         - input: ``(N, in_features)``; output: ``(N, out_features)`` logits.
@@ -62,6 +65,7 @@ class DINOHead(nn.Module):
         out_features: int = 65536,
         num_layers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -75,12 +79,18 @@ class DINOHead(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.norm_last_layer = bool(norm_last_layer)
+        self.use_bn = bool(use_bn)
+
+        def hidden(fan_in: int) -> list[nn.Module]:
+            linear = nn.Linear(fan_in, hidden_features)
+            return [linear, nn.BatchNorm1d(hidden_features), nn.GELU()] if self.use_bn else [linear, nn.GELU()]
+
         if num_layers == 1:
             self.mlp: nn.Module = nn.Linear(in_features, bottleneck_features)
         else:
-            layers: list[nn.Module] = [nn.Linear(in_features, hidden_features), nn.GELU()]
+            layers: list[nn.Module] = hidden(in_features)
             for _ in range(num_layers - 2):
-                layers += [nn.Linear(hidden_features, hidden_features), nn.GELU()]
+                layers += hidden(hidden_features)
             layers.append(nn.Linear(hidden_features, bottleneck_features))
             self.mlp = nn.Sequential(*layers)
         for module in self.mlp.modules():
