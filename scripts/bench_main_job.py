@@ -8,7 +8,7 @@ with ``MODAN_MONAI_DEMO_DIR`` and ``--output_dir`` pointing into that folder, so
 from scratch as on a fresh machine and no earlier checkpoint is resumed. Prints the wall time, the CPU time
 of the run, the load average before and after (the README's figure is meant for an idle machine: a load
 well above 0 means other processes shared the cores), and, from the run's ``summary.json``, the epoch-mean
-loss and the k-NN accuracy at epoch 0 and at the last epoch.
+loss and the k-NN and linear-probe accuracy at epoch 0 and at the last epoch.
 
 Usage:
     python scripts/bench_main_job.py [--workdir DIR] [--repeats N] [-- extra bundle overrides, e.g. --epochs 4]
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             result = run_once(Path(tmp), extra)
         s = result["summary"]
-        knn, loss = s["knn"], s["loss"]
+        knn, probe, loss = s["knn"], s["linear_probe"], s["loss"]
         print(
             f"run {r + 1}: wall {result['wall_s']:.1f} s  cpu {result['cpu_s']:.1f} s  "
             f"load average before {result['load_before'][0]:.2f} after {result['load_after'][0]:.2f}\n"
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{loss['last']['value']:.3f} (epoch {loss['last']['epoch']})\n"
             f"  k-NN accuracy ({knn['split']}, k={knn['k']}, majority class {knn['majority_rate']:.3f}): "
             f"{knn['first']['accuracy']:.3f} (epoch {knn['first']['epoch']}) -> "
-            f"{knn['last']['accuracy']:.3f} (epoch {knn['last']['epoch']}); per epoch {knn['per_epoch']}",
+            f"{knn['last']['accuracy']:.3f} (epoch {knn['last']['epoch']}); per epoch {knn['per_epoch']}\n"
+            f"  linear probe ({probe['split']}): {probe['first']['accuracy']:.3f} (epoch {probe['first']['epoch']}) -> "
+            f"{probe['last']['accuracy']:.3f} (epoch {probe['last']['epoch']}); per epoch {probe['per_epoch']}",
             flush=True,
         )
     return 0
