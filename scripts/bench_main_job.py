@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="folder for the corpus and outputs (default: a new temporary folder)")
     parser.add_argument("--repeats", type=int, default=1, help="runs, each from a fresh corpus (default 1)")
     args = parser.parse_args(own)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.workdir is not None and not Path(args.workdir).is_dir():
+        what = "is not a folder" if Path(args.workdir).exists() else "does not exist"
+        parser.error(f"--workdir {args.workdir} {what} (create it, or leave --workdir out for a temporary folder)")
     print(f"cores: {os.cpu_count()}  command: cd {BUNDLE} && python {' '.join(COMMAND + extra)}")
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -58,3 +58,6 @@ __all__ = [
     "select_training_subset",
     "write_manifest",
 ]
+from .csv_saver import HeaderCSVSaver, probability_header
+
+__all__ += ["HeaderCSVSaver", "probability_header"]

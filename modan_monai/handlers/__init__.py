@@ -13,7 +13,7 @@ from .progress import ProgressPrinter
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .summary import PretrainingSummary
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler, rank_zero_summary_writer
-from .validation import RngPreservingValidationHandler
+from .validation import EvaluatorResumeLineFilter, RngPreservingValidationHandler, quiet_evaluator_resume_line
 
 __all__ = [
     "EncoderCheckpointSaver",
@@ -43,3 +43,4 @@ __all__ += ["CollapseMonitor", "EMATeacherUpdate", "FreezeLastLayer", "LevelSche
 __all__ += ["SetEpoch", "WeightDecaySchedule", "clip_gradients_per_parameter", "cosine_schedule"]
 __all__ += ["find_level_transform", "linear_probe_accuracy", "monitor_datalist"]
 __all__ += ["optimizer_steps_now", "parse_level_schedule", "run_iterations"]
+__all__ += ["EvaluatorResumeLineFilter", "quiet_evaluator_resume_line"]

@@ -56,7 +56,8 @@ class PretrainingSummary:
           linear probe:       0.500 (epoch 0) -> 0.905 (epoch 12)  ['val', logistic regression]
           encoder:            /.../models/modan_mulsupcon/encoder.pt
           TensorBoard:        tensorboard --logdir /.../models/modan_mulsupcon
-          next:               cd ../classify && python -m monai.bundle run --config_file configs/train.json --init ...
+          summary file:       /.../models/modan_mulsupcon/summary.json
+          next:               cd /.../bundles/classify && python -m monai.bundle run --config_file ... --init ...
 
     Put it in the checkpoint's ``save_dict`` (``state_dict`` / ``load_state_dict``) so that a resumed run
     still reports the loss of epoch 1, and attach it before a checkpoint saver that writes in attach order
@@ -68,7 +69,8 @@ class PretrainingSummary:
         tensorboard_dir: the TensorBoard log folder (default ``output_dir``).
         knn_monitor: the run's :class:`KNNMonitor`, or ``None`` (no k-NN line).
         method: method name shown in the summary.
-        next_commands: commands to suggest; ``{encoder}`` and ``{output_dir}`` are replaced by absolute paths.
+        next_commands: commands to suggest; ``{encoder}`` and ``{output_dir}`` are replaced by absolute paths (give
+            every other path absolute too, so that the commands run as printed from any folder).
         output_transform: maps ``engine.state.output`` to the iteration loss (default ``output["loss"]``).
         terms_transform: maps ``engine.state.output`` to ``{term name: value}`` (default :func:`loss_terms`).
         filename: name of the JSON file.
@@ -173,7 +175,8 @@ class PretrainingSummary:
             ``temperature``, ``majority_rate``, ``first``, ``last``: ``{"epoch", "accuracy"}``, ``per_epoch``),
             ``linear_probe`` (``None`` without a monitor or with its probe off, else ``split``, ``bank_splits``,
             ``classifier``, ``c``, ``first``, ``last``: ``{"epoch", "accuracy"}``, ``per_epoch``), ``encoder``,
-            ``encoder_exists``, ``tensorboard``, ``next``.
+            ``encoder_exists``, ``tensorboard``, ``summary`` (the absolute path of this summary's JSON file),
+            ``next``.
         """
         losses = dict(sorted(self.loss_history.items()))
         loss_first = next(iter(losses.items()), None)
@@ -226,6 +229,7 @@ class PretrainingSummary:
             "encoder": str(self.encoder_path),
             "encoder_exists": self.encoder_path.is_file(),
             "tensorboard": str(self.tensorboard_dir),
+            "summary": str(self.output_dir / self.filename),
             "next": self.commands(),
         }
 
@@ -267,6 +271,8 @@ class PretrainingSummary:
         missing = "" if summary["encoder_exists"] else "  (not written)"
         lines.append(f"  encoder:            {summary['encoder']}{missing}")
         lines.append(f"  TensorBoard:        tensorboard --logdir {summary['tensorboard']}")
+        if summary.get("summary"):
+            lines.append(f"  summary file:       {summary['summary']}")
         for i, command in enumerate(summary["next"]):
             lines.append(f"  {'next:' if i == 0 else '':<20}{command}")
         return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from .nets import ClassificationModel
@@ -21,6 +22,7 @@ def build_classifier(
     in_channels: int | None = None,
     logger: logging.Logger | None = None,
     arch: str | None = None,
+    restore_from: str | os.PathLike | None = None,
     **encoder_kwargs: Any,
 ) -> ClassificationModel:
     """A ``ClassificationModel`` on the encoder that :func:`~modan_monai.networks.registry.build_encoder` builds.
@@ -39,6 +41,9 @@ def build_classifier(
         arch: a registered architecture (``"resnet18"``, ``"cb_resnet18"`` (MLVICX), ...) overriding the one
             recorded in (or recognised from) the checkpoint; ``None``: the checkpoint's, ``"resnet18"`` for
             ``"scratch"`` and ImageNet weights.
+        restore_from: the file whose weights the caller loads into the model right after (the classify bundle's
+            evaluate / inference configs: ``model.pt`` through a ``CheckpointLoader``); only changes the log, which
+            then names this file rather than a random initialisation.
         encoder_kwargs: further encoder arguments overriding the checkpoint's (e.g. ``reduction``).
 
     Returns:
@@ -58,6 +63,7 @@ def build_classifier(
         init,
         arch,
         logger=logger,
+        restore_from=restore_from,
         stem=stem,
         spatial_dims=spatial_dims,
         in_channels=in_channels,

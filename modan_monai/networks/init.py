@@ -127,7 +127,9 @@ def _stem_hint(encoder: nn.Module, checkpoint: Mapping[str, Any]) -> str:
     return "".join(hints)
 
 
-def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger | None = None) -> dict[str, Any]:
+def initialise_encoder(
+    encoder: nn.Module, init: str, *, logger: logging.Logger | None = None, restore_from: str | Path | None = None
+) -> dict[str, Any]:
     """Initialise ``encoder`` in place from scratch, a pretraining checkpoint or local ImageNet weights.
 
     Args:
@@ -138,6 +140,8 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
         init: ``"scratch"``, ``"imagenet:<path to a torchvision-style resnet18 state_dict>"``, or the path of an
             encoder checkpoint / full training checkpoint written by a pretraining bundle (see module docstring).
         logger: where to log what was loaded and re-initialised; default ``logging.getLogger(__name__)``.
+        restore_from: the file whose weights the caller loads into the model next (the evaluate / inference configs'
+            ``CheckpointLoader``); with ``"scratch"`` the log then names that file instead of a random initialisation.
 
     Returns:
         ``{"source": str, "loaded": [keys loaded], "reinitialised": [keys left at random initialisation]}``.
@@ -152,7 +156,10 @@ def initialise_encoder(encoder: nn.Module, init: str, *, logger: logging.Logger 
     kind, path = parse_encoder_spec(init)
     keys = list(encoder.state_dict())
     if kind == "scratch":
-        logger.info(f"encoder initialised from scratch (random): {len(keys)} tensors")
+        if restore_from is not None:
+            logger.info(f"encoder built for the weights restored from {restore_from}: {len(keys)} tensors")
+        else:
+            logger.info(f"encoder initialised from scratch (random): {len(keys)} tensors")
         return {"source": "scratch", "loaded": [], "reinitialised": keys}
 
     if kind == "imagenet":

@@ -37,6 +37,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -341,6 +342,7 @@ def build_encoder(
     *,
     unet_backbone: bool = False,
     logger: logging.Logger | None = None,
+    restore_from: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the encoder ``spec`` describes and initialise it (the one ``spec -> encoder`` path).
@@ -353,6 +355,8 @@ def build_encoder(
         unet_backbone: build the architecture's FlexibleUNet backbone class instead (same weights and keys;
             ``forward`` returns the decoder's maps; ``.backbone_name`` is its registered name).
         logger: receives what was loaded / re-initialised; default this module's logger.
+        restore_from: the file whose weights the caller restores next (see
+            :func:`~modan_monai.networks.initialise_encoder`); only changes what is logged.
         kwargs: constructor arguments overriding the checkpoint's (``stem``, ``spatial_dims``, ``in_channels``,
             ``reduction`` ...); ``None`` values are ignored.
 
@@ -382,7 +386,7 @@ def build_encoder(
     encoder = cls(**constructor)
     shown = {k: v for k, v in constructor.items() if v != entry.defaults.get(k, inspect.Parameter.empty) or k == "stem"}
     log.info(f"encoder arch {name!r} ({cls.__name__}, {shown}) for {spec!r}")
-    report = initialise_encoder(encoder, spec, logger=log)
+    report = initialise_encoder(encoder, spec, logger=log, restore_from=restore_from)
     encoder.init_report = {"arch": name, "encoder_kwargs": dict(encoder.encoder_kwargs), **report}
     return encoder
 

@@ -38,7 +38,8 @@ def read_csv(path: Path) -> list[list[str]]:
 
 
 def test_train_evaluate_infer_and_export(
-    tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable
+    tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     root, manifest = demo
     out = tmp_path / "models"
@@ -47,22 +48,37 @@ def test_train_evaluate_infer_and_export(
         dataset_dir=root, manifest=manifest, output_dir=out, **TINY,
     )
     assert "epoch 1/1" in log and "val_auc" in log
+    resuming = [line for line in log.splitlines() if "Engine run resuming from iteration 0" in line]
+    assert resuming and all("Evaluator" not in line for line in resuming)  # the trainer's line only, no validation's
     assert (out / "model.pt").is_file() and (out / "model_final.pt").is_file()
     assert {"train_loss", "val_auc", "lr"} <= set(tensorboard_tags(out / "logs")["scalars"])
 
     # evaluate models/model.pt on the test split (in-process: the same `run` as the CLI)
-    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),
-               dataset_dir=str(root), manifest=str(manifest), output_dir=str(out), image_size=32)
+    header = ["file", "p(negative)", "p(positive)"]
+    with caplog.at_level("INFO"):
+        bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),
+                   dataset_dir=str(root), manifest=str(manifest), output_dir=str(out), image_size=32,
+                   logging_file=False)
     metrics = dict(read_csv(out / "metrics.csv"))
     assert 0.0 <= float(metrics["test_auc"]) <= 1.0
     n_test = sum(1 for r in read_csv(manifest)[1:] if r[read_csv(manifest)[0].index("split")] == "test")
-    assert len(read_csv(out / "test_predictions.csv")) == n_test
+    predictions = read_csv(out / "test_predictions.csv")
+    assert predictions[0] == header and len(predictions) == 1 + n_test
+    # the model is built for the weights it restores, not announced as a random one; no ignite "resuming" line
+    assert f"encoder built for the weights restored from {out / 'model.pt'}" in caplog.text
+    assert "from scratch (random)" not in caplog.text and "Engine run resuming" not in caplog.text
 
     # inference on a folder of files, then the checks MONAI Label / the model zoo run
     inferred = tmp_path / "infer"
-    bundle_run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), dataset_dir=str(root),
-               image_pattern="png/**/*.png", ckpt_path=str(out / "model.pt"), output_dir=str(inferred), image_size=32)
-    rows = read_csv(inferred / "predictions.csv")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        bundle_run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), dataset_dir=str(root),
+                   image_pattern="png/**/*.png", ckpt_path=str(out / "model.pt"), output_dir=str(inferred),
+                   image_size=32, logging_file=False)
+    assert f"encoder built for the weights restored from {out / 'model.pt'}" in caplog.text
+    assert "from scratch (random)" not in caplog.text and "Engine run resuming" not in caplog.text
+    header_row, *rows = read_csv(inferred / "predictions.csv")
+    assert header_row == header
     assert len(rows) == len(list(root.glob("png/**/*.png"))) and rows[0][0].endswith(".png")
     assert all(abs(float(r[1]) + float(r[2]) - 1.0) < 1e-5 for r in rows)
 

@@ -48,7 +48,9 @@ def test_summary_contents_json_and_log(tmp_path: Path, caplog: pytest.LogCapture
     assert data["encoder"] == str(tmp_path.absolute() / "encoder.pt") and data["encoder_exists"]
     assert data["tensorboard"] == str(tmp_path.absolute())
     assert data["next"] == [f"classify --init {tmp_path.absolute() / 'encoder.pt'}", f"look in {tmp_path.absolute()}"]
+    assert data["summary"] == str(tmp_path.absolute() / "summary.json")
     text = caplog.text
+    assert f"summary file:       {tmp_path.absolute() / 'summary.json'}" in text
     assert "pretraining summary (simclr, 3/3 epochs)" in text
     assert "2.500 (epoch 1) -> 0.750 (epoch 3)" in text and "0.400 (epoch 0) -> 0.900 (epoch 3)" in text
     assert f"tensorboard --logdir {tmp_path.absolute()}" in text and "classify --init" in text

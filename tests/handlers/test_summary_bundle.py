@@ -46,6 +46,12 @@ def test_tiny_run_prints_summary_writes_json_and_resume_keeps_epoch_zero(
     assert "loss (epoch mean):" in log and "k-NN accuracy:" in log
     assert f"encoder:            {out.absolute() / 'encoder.pt'}" in log
     assert "--init " + str(out.absolute() / "encoder.pt") + " --image_size 32" in log
+    assert f"summary file:       {out.absolute() / 'summary.json'}" in log
+    # the next commands run as printed from any folder: absolute paths to the classify bundle and run_cv.py
+    next_commands = json.loads((out / "summary.json").read_text())["next"]
+    assert next_commands[0].startswith(f"cd {BUNDLE.parent / 'classify'} && python -m monai.bundle run ")
+    assert next_commands[1].startswith(f"python {BUNDLE.parents[1] / 'scripts' / 'run_cv.py'} --manifest ")
+    assert all(Path(c.split()[1]).exists() for c in next_commands)
     first = json.loads((out / "summary.json").read_text())
     assert first["encoder_exists"] and first["loss"]["first"]["epoch"] == 1
     assert sorted(first["knn"]["per_epoch"]) == ["0", "1"] and first["knn"]["split"] == "val"

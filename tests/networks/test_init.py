@@ -36,6 +36,19 @@ def test_scratch_reports_everything_random() -> None:
     assert_state_equal(encoder.state_dict(), before, list(before))
 
 
+def test_scratch_before_a_restore_names_the_restored_file(caplog: pytest.LogCaptureFixture) -> None:
+    """The evaluate / inference configs build a model for the weights they restore next: no "random" line."""
+    with caplog.at_level(logging.INFO):
+        model = build_classifier("scratch", restore_from="models/model.pt")
+        build_classifier("scratch")
+    assert model.encoder.init_report["source"] == "scratch"
+    restored = [r.getMessage() for r in caplog.records if "restored from" in r.getMessage()]
+    random = [r.getMessage() for r in caplog.records if "from scratch (random)" in r.getMessage()]
+    n = len(model.encoder.state_dict())
+    assert restored == [f"encoder built for the weights restored from models/model.pt: {n} tensors"]
+    assert len(random) == 1  # the plain scratch build still says so
+
+
 @pytest.mark.parametrize("stem", ["3x3", "7x7"])
 @pytest.mark.parametrize("kind", ["encoder", "training"])
 def test_pretraining_checkpoints_load(tmp_path: Path, stem: str, kind: str) -> None:
