@@ -143,8 +143,10 @@ def _pretrain_command(out: Path, demo: Path, epochs: int) -> list[str]:
 def _interrupted_run(out: Path, demo: Path, signum: int) -> tuple[int, str, str]:
     """Start a pretraining run, send ``signum`` in epoch 2 (after the first checkpoint); return rc, stdout, stderr."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # SIGINT back to its default in the child (a test run started in the background inherits it ignored)
     proc = subprocess.Popen(_pretrain_command(out, demo, 20), cwd=PRETRAIN, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:
         lines.append(line)

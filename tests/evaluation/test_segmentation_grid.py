@@ -121,8 +121,11 @@ def test_ctrl_c_stops_the_grid_and_its_workers_with_one_line(tmp_path: Path) -> 
                "--structures", "['heart']", "--init", "scratch", "--few-shot", "3", "--seeds", "0", "1",
                "--image-size", "32", "--epochs", "50", "--samples-per-epoch", "6", "--batch-size", "3",
                "--jobs", "2", "--out", str(out)]
+    # SIGINT back to its default in the child: a test run started in the background of a non-interactive shell
+    # inherits it ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not list(out.glob("scratch/*/checkpoint_epoch=*.pt")) and time.monotonic() < deadline:
