@@ -5,11 +5,13 @@ from __future__ import annotations
 from .best_weights import KeepBestWeights
 from .checkpoint import EncoderCheckpointSaver, ResumeFromCheckpoint, TrainingCheckpointSaver, latest_checkpoint
 from .checkpoint import BestModelSaver, FinalModelSaver, list_checkpoints, read_training_checkpoint
+from .class_auc import ClassificationAUC, classification_auc_metric
 from .exam_auc import ExamROCAUC
 from .knn import KNNMonitor, knn_predict
 from .linear_probe import linear_probe_accuracy
 from .monitor_data import monitor_datalist
 from .progress import ProgressPrinter
+from .roc_curves import ROCCurveSaver, plot_class_roc
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
 from .summary import PretrainingSummary
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler, rank_zero_summary_writer
@@ -44,3 +46,4 @@ __all__ += ["SetEpoch", "WeightDecaySchedule", "clip_gradients_per_parameter", "
 __all__ += ["find_level_transform", "linear_probe_accuracy", "monitor_datalist"]
 __all__ += ["optimizer_steps_now", "parse_level_schedule", "run_iterations"]
 __all__ += ["EvaluatorResumeLineFilter", "quiet_evaluator_resume_line"]
+__all__ += ["ClassificationAUC", "ROCCurveSaver", "classification_auc_metric", "plot_class_roc"]

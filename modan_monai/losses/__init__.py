@@ -17,6 +17,7 @@ from .dino import (
 )
 from .part_whole import CompositionLoss, DecompositionLoss, normalize_parts, squared_error
 from .adamv2 import AdamV2Loss, koleo_loss
+from .masked_bce import MaskedBCEWithLogitsLoss, balanced_pos_weight, classification_loss
 
 __all__ = [
     "MLVICXLoss",
@@ -42,3 +43,4 @@ __all__ = [
     "teacher_temperature",
     "updated_center",
 ]
+__all__ += ["MaskedBCEWithLogitsLoss", "balanced_pos_weight", "classification_loss"]

@@ -9,7 +9,11 @@ stored there under :data:`MODEL_SETTINGS_KEY`, so the file stays a state dict fo
     state = torch.load("models/model.pt", weights_only=True)
     state._metadata["modan_monai"]
     # {"task": "classification", "image_size": 32, "arch": "resnet18", "stem": "3x3",
-    #  "class_names": ["negative", "positive"]}
+    #  "class_names": ["negative", "positive"], "label_type": "binary"}
+
+The classify bundle adds ``label_type`` (its ``task``: ``binary``, ``multiclass`` or ``multilabel``) through
+:func:`model_settings`'s ``extra``; evaluation and inference apply its activation (softmax, or one sigmoid per label
+for ``multilabel``); a model saved without it is read as softmax (binary / multiclass), as before.
 
 The settings are plain values describing the network and its input (no path, no patient identifier).
 :func:`read_model_settings` reads them back, :func:`check_model_settings` refuses a run whose settings contradict

@@ -38,8 +38,10 @@ def classification_transforms(
     vocabulary: Any = None,
     nan_policy: str = "error",
     flip_axis: int = 0,
+    task: str = "binary",
 ) -> Compose:
-    """Load, normalise and resize a manifest row to a ``(1, S, S)`` float image (+ an int64 label).
+    """Load, normalise and resize a manifest row to a ``(1, S, S)`` float image (+ an int64 label, or float32 labels
+    for a multi-label ``task``).
 
     The shared preset (:func:`~modan_monai.transforms.load_preprocess_transforms`: ``LoadManifestImaged`` ->
     ``NormalizeByModalityd`` ([0, 1]) -> ``Resized`` (area)) -> when ``augment``:
@@ -61,12 +63,14 @@ def classification_transforms(
             :class:`~modan_monai.transforms.LoadManifestImaged`).
         flip_axis: spatial axis (MONAI ``spatial_axis``) of the horizontal flip: 0, the width axis of the
             readers' ``(C, x, y)`` images.
+        task: the classify bundle's ``task``: ``"binary"`` / ``"multiclass"`` (an int64 class index) or
+            ``"multilabel"`` (a float32 ``(L,)`` vector, ``NaN`` where a label is ignored).
 
     Returns:
         A MONAI ``Compose``.
 
     Raises:
-        ValueError: ``flip_axis`` not 0 or 1.
+        ValueError: ``flip_axis`` not 0 or 1, or an unknown ``task``.
 
     Example:
         >>> t = classification_transforms(32, augment=False, keep_keys=["source"])
@@ -75,6 +79,7 @@ def classification_transforms(
     """
     if flip_axis not in (0, 1):
         raise ValueError(f"flip_axis must be 0 or 1 (a spatial axis of a 2D image), got {flip_axis}.")
+    _check_task(task)
     size = (int(image_size), int(image_size))
     transforms: list[Callable] = load_preprocess_transforms(
         "image", size, vocabulary=vocabulary, ct_window=tuple(ct_window), nan_policy=nan_policy
@@ -89,28 +94,46 @@ def classification_transforms(
     transforms.append(EnsureTyped(keys="image", dtype=torch.float32, track_meta=False))
     keys = ["image", *(keep_keys or ())]
     if label_key:
-        transforms.append(EnsureTyped(keys=label_key, dtype=torch.long, allow_missing_keys=True))
+        dtype = torch.float32 if task == "multilabel" else torch.long
+        transforms.append(EnsureTyped(keys=label_key, dtype=dtype, allow_missing_keys=True))
         keys.append(label_key)
     if keep_keys is not None:
         transforms.append(SelectItemsd(keys=keys, allow_missing_keys=True))
     return Compose(transforms)
 
 
-def classification_postprocessing(num_classes: int = 2, label_key: str | None = "label") -> Compose:
-    """Softmax on ``pred`` and a one-hot label: the form ``monai.handlers.ROCAUC`` expects.
+def _check_task(task: str) -> None:
+    from modan_monai.evaluation.training import check_task  # lazy: the evaluation package imports the transforms
+
+    check_task(task)
+
+
+def classification_postprocessing(
+    num_classes: int = 2, label_key: str | None = "label", task: str = "binary"
+) -> Compose:
+    """Softmax on ``pred`` and a one-hot label (the form ``monai.handlers.ROCAUC`` expects); sigmoid for multi-label.
 
     Args:
         num_classes: number of logits.
-        label_key: key of the integer label, or ``None`` for unlabelled data (inference: softmax only).
+        label_key: key of the integer label, or ``None`` for unlabelled data (inference: activation only).
+        task: ``"binary"`` / ``"multiclass"`` (softmax, one-hot label) or ``"multilabel"`` (one sigmoid per label;
+            the ``(L,)`` label, ``NaN`` where ignored, is kept as it is). A model saved without a ``label_type`` is
+            binary or multiclass: softmax.
 
     Returns:
         A MONAI ``Compose`` for an engine's ``postprocessing``.
+
+    Raises:
+        ValueError: an unknown ``task``.
 
     Example:
         >>> out = classification_postprocessing(2)({"pred": torch.zeros(2), "label": torch.tensor(1)})
         >>> out["pred"].tolist(), out["label"].tolist()
         ([0.5, 0.5], [0.0, 1.0])
     """
+    _check_task(task)
+    if task == "multilabel":
+        return Compose([Activationsd(keys="pred", sigmoid=True)])
     transforms: list[Callable] = [Activationsd(keys="pred", softmax=True)]
     if label_key:
         transforms.append(AsDiscreted(keys=label_key, to_onehot=num_classes))

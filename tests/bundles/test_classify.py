@@ -105,7 +105,7 @@ def test_evaluate_takes_the_trained_settings_and_refuses_contradicting_ones(
               "output_dir": str(out)}
     bundle_run(config_file=str(CONFIGS / "train.json"), **common, **TINY)
     expected = {"task": "classification", "image_size": 32, "arch": "resnet18", "stem": "3x3",
-                "class_names": ["negative", "positive"]}
+                "class_names": ["negative", "positive"], "label_type": "binary"}
     assert read_model_settings(out / "model.pt") == expected == read_model_settings(out / "model_final.pt")
     build_classifier().load_state_dict(torch.load(out / "model.pt", weights_only=True))  # still a plain state dict
 
