@@ -7,6 +7,14 @@ Examples:
         --reference scratch --out results/busi
     python scripts/run_cv.py --manifest mrnet.csv --label-column acl --planes sagittal \\
         --mrnet-aggregation max --init modan=encoder.pt --modes finetune --fractions 100 --out results/mrnet_acl
+    python scripts/run_cv.py --task multiclass --ordinal --manifest knee_kl.csv --label-column label \\
+        --init scratch --init modan=encoder.pt --out results/knee_kl
+    python scripts/run_cv.py --task multilabel --manifest chestxray14.csv --label-column "Finding Labels" \\
+        --test-split test --repeats 3 --init scratch --init modan=encoder.pt --out results/cxr14
+
+--task multiclass: one class per row in --label-column (macro AUC, accuracy, balanced accuracy; kappa with
+--ordinal); --task multilabel: --label-columns (1 / 0 / -1 / blank per label, -1 and blank by --uncertain) or
+--label-column of |-separated findings. --test-split: no folds, train on the other rows, test on that split.
 
 Every fold runs the classify bundle (bundles/classify: configs/train.json, + configs/linear_probe.json for
 linear probing) in process, with the fold's datalists and the options below as overrides. Re-running with the
@@ -22,7 +30,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from modan_monai.evaluation import EXAM_AGGREGATIONS, EVALUATION_LEVELS, PROTOCOL_MODES, parse_init_specs, run_protocol
+from modan_monai.evaluation import (
+    EVALUATION_LEVELS,
+    EXAM_AGGREGATIONS,
+    PROTOCOL_MODES,
+    TASKS,
+    UNCERTAIN_POLICIES,
+    parse_init_specs,
+    run_protocol,
+)
 from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.utils import RunLockError, lock_output_dir
 from modan_monai.utils.interrupt import sigterm_as_interrupt
@@ -33,9 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--manifest", required=True, help="manifest CSV with a binary label column")
-    parser.add_argument("--label-column", required=True, help="label column (0/1, or two values with --positive)")
-    parser.add_argument("--positive", help="value of the label column mapped to 1 (the other value -> 0)")
+    parser.add_argument("--manifest", required=True, help="manifest CSV with a label column")
+    parser.add_argument("--task", default="binary", choices=TASKS,
+                        help="binary (default), multiclass (one class per row) or multilabel (several labels per row)")
+    parser.add_argument("--label-column",
+                        help="label column (binary: 0/1, or two values with --positive; multiclass: the class; "
+                             "multilabel: |-separated findings such as ChestX-ray14's 'Finding Labels')")
+    parser.add_argument("--positive", help="value of the label column mapped to 1 (the other value -> 0; binary)")
+    parser.add_argument("--label-columns", nargs="+", metavar="COLUMN",
+                        help="multilabel: one 1 / 0 / -1 (uncertain) / blank column per label (CheXpert)")
+    parser.add_argument("--class-names", nargs="+", metavar="NAME",
+                        help="classes (labels) in output order (default: from the manifest, sorted)")
+    parser.add_argument("--uncertain", choices=UNCERTAIN_POLICIES,
+                        help="multilabel --label-columns: -1 and blank cells become ones, zeros, are ignored (left "
+                             "out of the loss and the AUC) or are an error (default)")
+    parser.add_argument("--ordinal", action="store_true",
+                        help="multiclass: the classes are ordered grades; adds the quadratic-weighted kappa")
     parser.add_argument("--init", action="append", required=True, metavar="NAME=SPEC",
                         help="repeatable; SPEC: scratch | imagenet:<torchvision resnet18 .pth> | <encoder/training "
                              "checkpoint>")
@@ -44,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 10.0, 30.0, 100.0],
                         help="label fractions in percent of each training fold (default 1 10 30 100)")
     parser.add_argument("--repeats", type=positive_int, default=10, help="repeats of the K-fold procedure (default 10)")
-    parser.add_argument("--folds", type=positive_int, default=5, help="folds K, 2 or more (default 5)")
+    parser.add_argument("--folds", type=positive_int, help="folds K, 2 or more (default 5)")
+    parser.add_argument("--test-split", metavar="SPLIT",
+                        help="no folds: train on the rows outside this manifest split (a label fraction of them), test "
+                             "on its rows, --repeats times (e.g. test: ChestX-ray14's official test list)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r uses seed + r (default 0)")
     parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=32)
@@ -68,8 +100,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", help="classify bundle folder (default: bundles/classify of this repository)")
     parser.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     args = parser.parse_args(argv)
+    if args.test_split is not None and args.folds is not None:
+        parser.error(f"argument --folds: --test-split {args.test_split} tests on that split, without folds")
+    args.folds = 5 if args.folds is None else args.folds
     if args.folds < 2:
         parser.error(f"argument --folds: K-fold cross-validation needs 2 folds or more, got {args.folds}")
+    if args.task == "multilabel" and (args.label_column is None) == (args.label_columns is None):
+        parser.error("--task multilabel reads either --label-columns (1/0/-1/blank per label) or --label-column "
+                     "(|-separated findings): give one of them")
+    if args.task != "multilabel" and args.label_column is None:
+        parser.error(f"--task {args.task} needs --label-column")
+    for option, value, task in (("--positive", args.positive, "binary"), ("--ordinal", args.ordinal, "multiclass"),
+                                ("--label-columns", args.label_columns, "multilabel")):
+        if value and args.task != task:
+            parser.error(f"argument {option}: applies to --task {task}, not {args.task}")
+    if args.uncertain is not None and args.label_columns is None:
+        parser.error("argument --uncertain: applies to the 1/0/-1/blank columns of --label-columns (--task multilabel)")
     try:  # one run per --out (two would write every fold twice); released on return, or at exit
         lock = lock_output_dir(args.out, what="--out")
     except RunLockError as err:
@@ -97,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_size=args.step_size, gamma=args.gamma, image_size=args.image_size, stem=args.stem,
             val_fraction=args.val_fraction, splits=args.splits, level=args.level, aggregation=args.mrnet_aggregation,
             planes=args.planes, slice_mode=args.slices, central_slices=args.central_slices, device=args.device,
-            num_workers=args.num_workers, bundle=args.bundle,
+            num_workers=args.num_workers, bundle=args.bundle, task=args.task, class_names=args.class_names,
+            label_columns=args.label_columns, uncertain_policy=args.uncertain or "error", ordinal=args.ordinal,
+            test_split=args.test_split,
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -17,6 +17,7 @@ from .folds import (
     FOLD_KEY_COLUMNS,
     check_fold_classes,
     fold_column,
+    fold_label_text,
     group_keys,
     inner_validation_split,
     load_or_create_folds,
@@ -32,7 +33,15 @@ from .labels import (
 )
 from .metrics import ClassAUC, MulticlassMetrics, multiclass_metrics, multilabel_metrics, one_vs_rest_auc
 from .mrnet import EXAM_AGGREGATIONS, aggregate_exam_scores, exam_labels, exam_level_auc, select_planes
-from .protocol import EVALUATION_LEVELS, PROTOCOL_MODES, RESULT_COLUMNS, parse_init_specs, plot_roc, run_protocol
+from .protocol import (
+    EVALUATION_LEVELS,
+    PROTOCOL_MODES,
+    RESULT_COLUMNS,
+    parse_init_specs,
+    plot_roc,
+    result_columns,
+    run_protocol,
+)
 from .segmentation import (
     dice_per_image,
     segmentation_postprocessing,
@@ -40,7 +49,16 @@ from .segmentation import (
     structure_names,
     write_dice_csv,
 )
-from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, repeat_means, summary_markdown, summary_table, wilcoxon_paired
+from .stats import (
+    RESULT_KEY_COLUMNS,
+    auc,
+    mean_roc,
+    metric_table,
+    repeat_means,
+    summary_markdown,
+    summary_table,
+    wilcoxon_paired,
+)
 from .zero_shot import (
     JSRT_LANDMARKS,
     ZERO_SHOT_ANALYSES,
@@ -49,19 +67,27 @@ from .zero_shot import (
     run_zero_shot,
 )
 from .training import (
+    TASKS,
     ClassifyRun,
+    TaskLabels,
     binary_labels,
+    check_task,
     classify_bundle_dir,
     image_datalist,
     predict_proba,
     run_classify_bundle,
     split_datalist,
+    task_labels,
 )
 
 __all__ = [
     "ClassAUC",
     "ClassifyRun",
     "MulticlassMetrics",
+    "TASKS",
+    "TaskLabels",
+    "check_task",
+    "task_labels",
     "UNCERTAIN_POLICIES",
     "class_name",
     "multiclass_labels",
@@ -89,6 +115,7 @@ __all__ = [
     "export_projector",
     "extract_features",
     "fold_column",
+    "fold_label_text",
     "group_keys",
     "image_datalist",
     "inner_validation_split",
@@ -96,12 +123,14 @@ __all__ = [
     "make_folds",
     "mean_roc",
     "metadata_pairs",
+    "metric_table",
     "pair_colours",
     "parse_init_specs",
     "plot_roc",
     "plot_umap",
     "predict_proba",
     "repeat_means",
+    "result_columns",
     "run_classify_bundle",
     "run_protocol",
     "segmentation_postprocessing",

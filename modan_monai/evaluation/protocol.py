@@ -8,6 +8,12 @@ AUC. Each finished fold is appended to ``results.csv`` at once, so a re-run skip
 Every fold is one run of the ``classify`` bundle's ``configs/train.json`` in process
 (:func:`~modan_monai.evaluation.training.run_classify_bundle`, with ``configs/linear_probe.json`` for linear
 probing): the command-line recipe and the protocol's are the same configuration.
+
+Multi-class and multi-label tasks (``task``, issue 21) run the same protocol: the ``auc`` of a fold is the macro
+(mean one-vs-rest) AUC over the classes or labels, with one ``auc_<class>`` column each (and accuracy, balanced
+accuracy, kappa for multi-class); the folds are stratified per class (multi-class) or by iterative stratification
+(multi-label), grouped by case. With ``test_split`` (the MLVICX Table I protocol on ChestX-ray14's official split)
+there are no folds: each repeat trains on a label fraction of the rows outside that split and tests on its rows.
 """
 
 from __future__ import annotations
@@ -28,15 +34,17 @@ from modan_monai.data import expand_volume_slices, manifest_to_datalist, read_ma
 from modan_monai.utils import append_complete_lines, atomic_append_text, atomic_write_text, safe_file_name
 
 from .folds import (
+    check_fold_classes,
     fold_column,
     group_keys,
     inner_validation_split,
     load_or_create_folds,
     subsample_fraction,
 )
+from .metrics import multiclass_metrics, multilabel_metrics
 from .mrnet import EXAM_AGGREGATIONS, exam_level_auc, select_planes
 from .stats import RESULT_KEY_COLUMNS, auc, mean_roc, summary_markdown
-from .training import binary_labels, classify_bundle_dir, predict_proba, run_classify_bundle
+from .training import TASKS, check_task, classify_bundle_dir, predict_proba, run_classify_bundle, task_labels
 
 __all__ = [
     "EVALUATION_LEVELS",
@@ -46,6 +54,7 @@ __all__ = [
     "parse_init_specs",
     "plot_roc",
     "positive_int",
+    "result_columns",
     "run_protocol",
 ]
 
@@ -59,6 +68,43 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_train_slices", "seed", "seconds",
 )
 _PREDICTION_COLUMNS: tuple[str, ...] = (*RESULT_KEY_COLUMNS, "level", "row", "index", "case_id", "label", "score")
+#: Further ``results.csv`` columns of a multi-class task (``kappa`` only with ordinal classes).
+MULTICLASS_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "kappa")
+
+
+def result_columns(task: str = "binary", class_names: Sequence[str] = (), ordinal: bool = False) -> tuple[str, ...]:
+    """Columns of ``results.csv`` for a task: :data:`RESULT_COLUMNS`, then for multiclass / multilabel
+    ``auc_n_classes`` (classes the macro ``auc`` averages), ``auc_<class>`` per class, and for multiclass
+    ``accuracy``, ``balanced_accuracy`` (and ``kappa`` when ``ordinal``).
+
+    Args:
+        task: one of :data:`~modan_monai.evaluation.training.TASKS`.
+        class_names: the classes (labels) of a multiclass (multilabel) task.
+        ordinal: multiclass grades: add ``kappa``.
+
+    Returns:
+        The column names.
+
+    Raises:
+        ValueError: a class name that makes a column name twice (e.g. a class ``n_classes``).
+    """
+    check_task(task)
+    if task == "binary":
+        return RESULT_COLUMNS
+    columns = (*RESULT_COLUMNS, "auc_n_classes", *(f"auc_{c}" for c in class_names))
+    if task == "multiclass":
+        columns += MULTICLASS_METRICS if ordinal else MULTICLASS_METRICS[:2]
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise ValueError(f"class names {list(class_names)} make the results column(s) {twice} twice; rename the "
+                         "class(es).")
+    return columns
+
+
+def _prediction_columns(task: str, class_names: Sequence[str]) -> tuple[str, ...]:
+    if task == "binary":
+        return _PREDICTION_COLUMNS
+    return (*_PREDICTION_COLUMNS[:-1], *(f"label_{c}" for c in class_names), *(f"score_{c}" for c in class_names))
 
 
 def positive_int(text: str) -> int:
@@ -128,11 +174,13 @@ def _append_csv(frame: pd.DataFrame, path: Path, atomic: bool = True) -> None:
     (atomic_append_text if atomic else append_complete_lines)(path, text)
 
 
-def _read_done(path: Path, inits: Mapping[str, str]) -> tuple[pd.DataFrame, set[tuple]]:
+def _read_done(
+    path: Path, inits: Mapping[str, str], columns: Sequence[str] = RESULT_COLUMNS
+) -> tuple[pd.DataFrame, set[tuple]]:
     if not path.is_file():
-        return pd.DataFrame(columns=list(RESULT_COLUMNS)), set()
+        return pd.DataFrame(columns=list(columns)), set()
     done = pd.read_csv(path, dtype={"init": str, "mode": str, "init_spec": str})
-    missing = [c for c in RESULT_COLUMNS if c not in done.columns]
+    missing = [c for c in columns if c not in done.columns]
     if missing:
         raise ValueError(f"results file {path} lacks column(s) {missing}; use a new output folder.")
     for name, spec in inits.items():
@@ -173,13 +221,61 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def plot_roc(predictions: pd.DataFrame, path: str | Path, fraction: float | None = None) -> Path:
+def _plot_class_roc(predictions: pd.DataFrame, path: Path, fraction: float, class_names: Sequence[str]) -> Path:
+    """:func:`plot_roc` of a multi-class / multi-label task: one panel per mode and class (``label_<class>``,
+    ``score_<class>`` columns; rows without a label for the class, and folds where it has one value, left out)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    subset = predictions[predictions["fraction"].astype(float) == fraction]
+    modes = list(dict.fromkeys(subset["mode"]))
+    panels = [(mode, name) for mode in modes for name in class_names]
+    ncols = min(len(panels), 4)
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.9 * nrows))
+    FigureCanvasAgg(fig)
+    for i, (mode, name) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for init, block in subset[subset["mode"] == mode].groupby("init", sort=False):
+            curves, aucs = [], []
+            for _, fold in block.groupby(["repeat", "fold"], sort=True):
+                known = fold[f"label_{name}"].notna()
+                y = fold.loc[known, f"label_{name}"].to_numpy().astype(np.int64)
+                if len(np.unique(y)) == 2:
+                    curves.append((y, fold.loc[known, f"score_{name}"].to_numpy()))
+                    aucs.append(auc(*curves[-1]))
+            if not curves:
+                continue
+            fpr, tpr, sd = mean_roc(curves)
+            line = ax.plot(fpr, tpr, label=f"{init} (AUC {np.mean(aucs):.3f})")[0]
+            ax.fill_between(fpr, np.clip(tpr - sd, 0, 1), np.clip(tpr + sd, 0, 1), color=line.get_color(), alpha=0.15)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+               title=f"{mode}: {name}, {fraction:g}% labels")
+        if ax.get_legend_handles_labels()[0]:  # a class without a defined AUC in any fold has no curve
+            ax.legend(loc="lower right", fontsize="x-small")
+    fig.suptitle("one-vs-rest ROC per class (mean ± sd over folds x repeats)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_roc(
+    predictions: pd.DataFrame,
+    path: str | Path,
+    fraction: float | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """Mean ROC curve per init (vertical average over repeats and folds), one panel per mode.
+
+    Multi-class and multi-label predictions (``class_names``; ``label_<class>`` and ``score_<class>`` columns): one
+    panel per mode and class, its one-vs-rest curves.
 
     Args:
         predictions: rows of ``predictions.csv`` (``init, mode, fraction, repeat, fold, label, score``).
         path: PNG file.
         fraction: label fraction to plot (default: the largest present).
+        class_names: the classes (labels) of a multi-class (multi-label) task; ``None``: binary.
 
     Returns:
         ``path``.
@@ -188,6 +284,8 @@ def plot_roc(predictions: pd.DataFrame, path: str | Path, fraction: float | None
     from matplotlib.figure import Figure
 
     fraction = float(predictions["fraction"].max()) if fraction is None else float(fraction)
+    if class_names is not None:
+        return _plot_class_roc(predictions, Path(path), fraction, class_names)
     subset = predictions[predictions["fraction"].astype(float) == fraction]
     modes = list(dict.fromkeys(subset["mode"]))
     fig = Figure(figsize=(5.0 * max(1, len(modes)), 4.6))
@@ -212,9 +310,81 @@ def plot_roc(predictions: pd.DataFrame, path: str | Path, fraction: float | None
     return path
 
 
+def _refuse_exam_level(task: str, level: str, manifest: str | Path, has_volumes: bool) -> None:
+    raise ValueError(f"task {task!r} is evaluated per image; an exam-level AUC (level {level!r}"
+                     + (f", volumes in manifest {manifest}" if has_volumes else "") + ") is for binary tasks: use "
+                     "level 'image' (--level image).")
+
+
+def _split_as_folds(
+    df: pd.DataFrame,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    test_split: str,
+    repeats: int,
+    manifest: str | Path,
+    class_names: Sequence[str] | None,
+) -> pd.DataFrame:
+    """A fold table for a fixed train/test split: fold 0 the rows of ``test_split``, fold 1 the others, every repeat.
+
+    Raises:
+        ValueError: no rows on one side, a case (``dataset/case_id``) on both sides (naming them), or a class or label
+            that cannot be scored on the test rows or learnt from the training rows.
+    """
+    is_test = (df["split"].astype(str) == test_split).to_numpy()
+    found = sorted(df["split"].astype(str).unique())
+    if not is_test.any() or is_test.all():
+        side = "no rows in" if not is_test.any() else "only rows of"
+        raise ValueError(f"manifest {manifest} has {side} split {test_split!r} (splits: {found}); the test split needs "
+                         "its own rows and the training rows the others.")
+    shared = sorted(set(groups[is_test]) & set(groups[~is_test]))
+    if shared:
+        raise ValueError(f"manifest {manifest}: {len(shared)} case(s) have rows in split {test_split!r} and in the "
+                         f"training rows, e.g. {shared[:5]}; a case must stay on one side (use a patient-wise split).")
+    folds = np.where(is_test, 0, 1).astype(np.int64)
+    check_fold_classes(labels, folds, 1, where=f"split {test_split!r} as the test ", class_names=class_names)
+    return pd.DataFrame({fold_column(r): folds for r in range(int(repeats))})
+
+
+def _score_classes(
+    task: str,
+    names: Sequence[str],
+    ordinal: bool,
+    test_items: Sequence[Mapping[str, Any]],
+    probs: np.ndarray,
+    base: Mapping[str, Any],
+    where: str,
+) -> tuple[float, dict[str, Any], pd.DataFrame]:
+    """Macro AUC, further ``results.csv`` columns and ``predictions.csv`` rows of a multi-class / multi-label fold."""
+    if task == "multiclass":
+        y = np.array([item["label"] for item in test_items], dtype=np.int64)
+        metrics = multiclass_metrics(y, probs, names, ordinal=ordinal, context=where)
+        result = metrics.auc
+        extra: dict[str, Any] = {"accuracy": metrics.accuracy, "balanced_accuracy": metrics.balanced_accuracy}
+        if ordinal:
+            extra["kappa"] = metrics.kappa
+        targets = np.eye(len(names), dtype=np.int64)[y]
+        label_text = [names[i] for i in y]
+    else:
+        targets = np.array([item["label"] for item in test_items], dtype=np.float64).reshape(len(test_items), -1)
+        known = ~np.isnan(targets)
+        result = multilabel_metrics(np.where(known, targets, 0.0), probs, names, mask=known, context=where)
+        extra = {}
+        label_text = ["|".join(n for n, v in zip(names, row) if v == 1) for row in targets]
+    extra = {**result.as_row(), **extra}
+    extra.pop("auc")
+    preds = pd.DataFrame({
+        **base, "row": [item["row"] for item in test_items], "index": [item.get("index") for item in test_items],
+        "case_id": [f"{item['dataset']}/{item['case_id']}" for item in test_items], "label": label_text,
+        **{f"label_{n}": targets[:, j] for j, n in enumerate(names)},
+        **{f"score_{n}": np.asarray(probs)[:, j] for j, n in enumerate(names)},
+    })
+    return result.macro, extra, preds
+
+
 def run_protocol(
     manifest: str | Path,
-    label_column: str,
+    label_column: str | None,
     inits: Mapping[str, str],
     out_dir: str | Path,
     *,
@@ -243,6 +413,12 @@ def run_protocol(
     num_workers: int = 0,
     bundle: str | Path | None = None,
     logger: logging.Logger | None = None,
+    task: str = "binary",
+    class_names: Sequence[str] | None = None,
+    label_columns: Sequence[str] | None = None,
+    uncertain_policy: str = "error",
+    ordinal: bool = False,
+    test_split: str | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) the cross-validation protocol and write its outputs to ``out_dir``.
 
@@ -267,9 +443,26 @@ def run_protocol(
     on the ``aggregation`` of its slice probabilities, else per image. The inner validation AUC that picks the
     best epoch is computed at the same level, with the same aggregation (the bundle's ``val_level``).
 
+    Tasks (``task``): ``binary`` as above. ``multiclass`` (one class per row in ``label_column``) and ``multilabel``
+    (``label_columns`` of 1 / 0 / -1 / blank, or ``label_column`` of ``|``-separated findings) read their labels with
+    :func:`~modan_monai.evaluation.training.task_labels` and train the bundle with that ``task``; the folds are
+    stratified per class, or by iterative stratification of the cases' label vectors (multilabel), grouped by
+    case, and every class / label must have at least ``folds`` cases; label fractions keep at least 2 cases of every
+    class (with and without every label). ``results.csv``'s ``auc`` is the macro AUC (the mean one-vs-rest AUC over
+    the classes with one in the test fold), the Wilcoxon tests run on it, and :func:`result_columns` adds one
+    ``auc_<class>`` column per class (and ``accuracy``, ``balanced_accuracy``, ``kappa`` for multiclass);
+    ``predictions.csv`` holds ``label_<class>`` and ``score_<class>`` per class; ``summary.md`` adds per-class
+    tables and ``roc.png`` one panel per class. Multi-class and multi-label tasks are evaluated per image.
+
+    ``test_split`` (e.g. ``"test"``: ChestX-ray14's official test list, the MLVICX Table I protocol): no folds; each
+    repeat ``r`` (seed ``seed + r``) trains on ``fraction`` percent of the rows outside that split (nested
+    fractions, at least 2 cases of each class / label kept, inner validation split by case) and tests on the rows
+    of that split (``fold`` 0 in the results). A case with rows on both sides is refused.
+
     Args:
         manifest: manifest CSV.
-        label_column: binary label column.
+        label_column: binary or multi-class label column, or the ``|``-separated findings column of a multi-label
+            task (``None`` with ``label_columns``).
         inits: ``{name: spec}`` with spec ``scratch`` | ``imagenet:<path>`` | encoder/training checkpoint path.
         out_dir: output folder (created; reused on re-runs).
         positive: value of ``label_column`` mapped to 1 (others 0); default: the column must be 0/1.
@@ -297,12 +490,21 @@ def run_protocol(
         num_workers: data loader workers.
         bundle: the classify bundle folder (default: ``bundles/classify`` of this repository).
         logger: progress logger (default ``modan_monai.evaluation``).
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        class_names: the classes (labels) and their order; ``None``: from the manifest (see
+            :func:`~modan_monai.evaluation.training.task_labels`).
+        label_columns: the 1 / 0 / -1 / blank columns of a multi-label task (the labels are their names).
+        uncertain_policy: what -1 and blank cells of ``label_columns`` become: ``ones``, ``zeros``, ``ignore``
+            (left out of the loss and the AUC) or ``error``.
+        ordinal: multiclass grades: add the quadratic-weighted kappa.
+        test_split: the manifest ``split`` value of the test rows (no folds), or ``None`` for K-fold CV.
 
     Returns:
         All rows of ``results.csv``.
 
     Raises:
-        ValueError: bad options, a missing or non-binary label column, a fold with a single class, or an output
+        ValueError: bad options, a missing or non-binary label column (labels that do not fit ``task``, naming the
+            rows), a class or label with fewer cases than folds, a fold with a single class, or an output
             folder made with another manifest/partition.
         FileNotFoundError: no classify bundle at ``bundle``.
     """
@@ -319,6 +521,15 @@ def run_protocol(
         raise ValueError(f"aggregation must be one of {EXAM_AGGREGATIONS}, got {aggregation!r}.")
     if slice_mode not in ("all", "central"):
         raise ValueError(f"slice_mode must be 'all' or 'central', got {slice_mode!r}.")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    if task != "binary" and level == "exam":
+        _refuse_exam_level(task, level, manifest, False)
+    if ordinal and task != "multiclass":
+        raise ValueError(f"ordinal (quadratic-weighted kappa of graded classes) is for task 'multiclass', not "
+                         f"{task!r}.")
+    if test_split is not None and splits and str(test_split) not in [str(x) for x in splits]:
+        raise ValueError(f"test split {test_split!r} is not among the selected splits {list(splits)}.")
     fractions = [float(f) for f in fractions]
     if not fractions or any(not 0 < f <= 100 for f in fractions):
         raise ValueError(f"fractions must be percentages in (0, 100], got {fractions}.")
@@ -337,10 +548,22 @@ def run_protocol(
     df = select_planes(df, planes).reset_index(drop=True)
     if df.empty:
         raise ValueError(f"manifest {manifest}: no rows left to evaluate (splits {splits}, planes {planes}).")
-    datalist = binary_labels(manifest_to_datalist(df), label_column, positive, target_key="label")
-    labels = np.array([item["label"] for item in datalist], dtype=np.int64)
+    labelled = task_labels(manifest_to_datalist(df), task, label_column, positive_value=positive,
+                           class_names=class_names, label_columns=label_columns, uncertain_policy=uncertain_policy)
+    datalist, names = labelled.datalist, list(labelled.class_names)
+    multi = task != "binary"
+    fold_names = names if multi else None  # binary folds keep their messages (classes 0 / 1)
+    if task == "multilabel":
+        labels = np.array([item["label"] for item in datalist], dtype=np.float64)
+    else:
+        labels = np.array([item["label"] for item in datalist], dtype=np.int64)
     groups = group_keys(df)
-    fold_table = load_or_create_folds(df, labels, out / "folds.csv", folds, repeats, seed)
+    if test_split is None:
+        fold_table = load_or_create_folds(df, labels, out / "folds.csv", folds, repeats, seed, class_names=fold_names)
+        n_folds = folds
+    else:
+        fold_table = _split_as_folds(df, labels, groups, str(test_split), repeats, manifest, fold_names)
+        n_folds = 1
     by_position: list[list[dict]] = [[] for _ in datalist]
     expanded = expand_volume_slices(datalist, mode=slice_mode, k=central_slices)
     position_of_row = {int(item["row"]): i for i, item in enumerate(datalist)}
@@ -349,6 +572,8 @@ def run_protocol(
     has_volumes = any("num_slices" in item for item in expanded)
     exam_level = level == "exam" or (level == "auto" and has_volumes)
     unit = "exam" if exam_level else "image"
+    if multi and exam_level:
+        _refuse_exam_level(task, level, manifest, has_volumes)
 
     settings = {
         "manifest": str(Path(manifest).resolve()), "label_column": label_column, "positive": positive,
@@ -359,19 +584,26 @@ def run_protocol(
         "planes": list(planes) if planes else None, "slice_mode": slice_mode, "central_slices": central_slices,
         "rows": len(df), "slices": len(expanded),
     }
+    if multi or test_split is not None:  # binary K-fold settings stay as they were
+        settings.update(task=task, class_names=names, label_columns=list(label_columns) if label_columns else None,
+                        uncertain_policy=uncertain_policy, ordinal=bool(ordinal), test_split=test_split)
+        if test_split is not None:
+            settings["folds"] = None
     _check_settings(out / "settings.json", settings)
     atomic_write_text(out / "settings.json", json.dumps(settings, indent=2, default=str) + "\n")
 
     results_path, predictions_path = out / "results.csv", out / "predictions.csv"
-    _, done = _read_done(results_path, inits)
+    columns = result_columns(task, names, ordinal)
+    prediction_columns = _prediction_columns(task, names)
+    _, done = _read_done(results_path, inits, columns)
     units = [
         (init, mode, fraction, r, k)
-        for r in range(repeats) for k in range(folds) for fraction in fractions for mode in modes for init in inits
+        for r in range(repeats) for k in range(n_folds) for fraction in fractions for mode in modes for init in inits
     ]
     todo = [u for u in units if _key(u) not in done]
     log.info("CV protocol: %d rows (%d %s), %d init(s) x %d mode(s) x %d fraction(s) x %d repeat(s) x %d fold(s) = "
              "%d fold runs, %d already done -> %s", len(df), len(expanded), "slices" if has_volumes else "images",
-             len(inits), len(modes), len(fractions), repeats, folds, len(units), len(units) - len(todo), out)
+             len(inits), len(modes), len(fractions), repeats, n_folds, len(units), len(units) - len(todo), out)
     start = time.perf_counter()
 
     def items(positions: np.ndarray) -> list[dict]:
@@ -381,9 +613,11 @@ def run_protocol(
         t0 = time.perf_counter()
         where = f"init {init} mode {mode} fraction {fraction:g}% repeat {r} fold {k}: "
         fold_of_row = fold_table[fold_column(r)].to_numpy()
-        unit_seed = int(seed) + 1000 * int(r) + int(k)
-        train_pos = subsample_fraction(np.flatnonzero(fold_of_row != k), labels, groups, fraction, unit_seed)
-        inner_train, inner_val = inner_validation_split(train_pos, labels, groups, val_fraction, unit_seed)
+        unit_seed = int(seed) + (int(r) if test_split is not None else 1000 * int(r) + int(k))
+        train_pos = subsample_fraction(np.flatnonzero(fold_of_row != k), labels, groups, fraction, unit_seed,
+                                       class_names=fold_names)
+        inner_train, inner_val = inner_validation_split(train_pos, labels, groups, val_fraction, unit_seed,
+                                                        class_names=fold_names)
         test_pos = np.flatnonzero(fold_of_row == k)
         train_items, val_items, test_items = items(inner_train), items(inner_val), items(test_pos)
 
@@ -392,18 +626,25 @@ def run_protocol(
             bundle=bundle, init=inits[init], linear_probe=mode == "linear_probe", seed=unit_seed, epochs=epochs,
             batch_size=batch_size, lr=lr, step_size=step_size, gamma=gamma, image_size=image_size, stem=stem,
             val_level=unit, aggregation=aggregation, device=device, num_workers=num_workers,
+            **(dict(task=task, class_names=names, ordinal=bool(ordinal)) if multi else {}),
         )
         probs = np.asarray(predict_proba(run.network, test_items, run.preprocessing, batch_size=batch_size,
-                                         device=run.device, num_workers=num_workers))
-        y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
+                                         device=run.device, num_workers=num_workers,
+                                         **(dict(task=task) if multi else {})))
         base = {"init": init, "mode": mode, "fraction": fraction, "repeat": r, "fold": k, "level": unit}
-        if exam_level:
+        extra: dict[str, Any] = {}
+        if multi:
+            value, extra, preds = _score_classes(task, names, ordinal, test_items, probs, base, where)
+            n_test = len(test_items)
+        elif exam_level:
+            y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
             cases = np.array([f"{item['dataset']}/{item['case_id']}" for item in test_items])
             value, table = exam_level_auc(cases, y_test, probs, aggregation, context=where)
             preds = pd.DataFrame({**base, "row": None, "index": None, "case_id": table["case_id"],
                                   "label": table["label"], "score": table["score"]})
             n_test = len(table)
         else:
+            y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
             value = auc(y_test, probs, context=where)
             preds = pd.DataFrame({**base, "row": [item["row"] for item in test_items],
                                   "index": [item.get("index") for item in test_items],
@@ -416,22 +657,33 @@ def run_protocol(
             "best_val_auc": run.best_val_auc, "n_train": len(np.unique(groups[inner_train])) if exam_level
             else len(inner_train), "n_val": len(np.unique(groups[inner_val])) if exam_level else len(inner_val),
             "n_test": n_test, "n_train_slices": len(train_items), "seed": unit_seed, "seconds": round(seconds, 3),
+            **extra,
         }
         # Predictions first, then the results row: a results row marks a finished fold (resume key).
-        _append_csv(preds[list(_PREDICTION_COLUMNS)], predictions_path, atomic=False)
-        _append_csv(pd.DataFrame([row])[list(RESULT_COLUMNS)], results_path)
+        _append_csv(preds[list(prediction_columns)], predictions_path, atomic=False)
+        _append_csv(pd.DataFrame([row])[list(columns)], results_path)
         elapsed = time.perf_counter() - start
         val_auc = "none" if run.best_val_auc is None else f"{run.best_val_auc:.4f}"
-        log.info("[%d/%d] %sAUC %.4f (%s level, best epoch %s, val AUC %s) %.1fs; elapsed %s, ~%s left",
-                 n_done, len(todo), where, value, unit, run.best_epoch, val_auc, seconds,
+        log.info("[%d/%d] %s%sAUC %.4f (%s level, best epoch %s, val AUC %s) %.1fs; elapsed %s, ~%s left",
+                 n_done, len(todo), where, "macro " if multi else "", value, unit, run.best_epoch, val_auc, seconds,
                  _fmt_seconds(elapsed), _fmt_seconds(elapsed / n_done * (len(todo) - n_done)))
 
     results = pd.read_csv(results_path, dtype={"init": str, "mode": str, "init_spec": str})
     wanted = {_key(u) for u in units}
     current = results[[_key(r) in wanted for r in results[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]]
-    title = f"Downstream evaluation: {label_column} ({Path(manifest).name})"
-    summary = summary_markdown(current, reference, title=title)
-    summary += (f"\nSettings: {repeats} repeat(s) x {folds} fold(s), {unit}-level AUC"
+    what = label_column if label_column is not None else f"{len(names)} label columns"
+    title = f"Downstream evaluation: {what} ({Path(manifest).name})"
+    if multi:
+        title += f", {task}: {len(names)} {'labels' if task == 'multilabel' else 'classes'}"
+    metrics = [c for c in MULTICLASS_METRICS if c in columns]
+    summary = summary_markdown(current, reference, title=title, class_names=names if multi else None, metrics=metrics)
+    design = (f"{repeats} repeat(s) x {folds} fold(s)" if test_split is None else
+              f"{repeats} repeat(s) of training on the rows outside split {test_split!r} and testing on split "
+              f"{test_split!r} ({int((fold_table[fold_column(0)] == 0).sum())} rows)")
+    summary += (f"\nSettings: {design}, {unit}-level "
+                + (f"macro AUC (mean one-vs-rest AUC over the {len(names)} "
+                   f"{'labels' if task == 'multilabel' else 'classes'}: {', '.join(names)})"
+                   if multi else "AUC")
                 + (f" ({aggregation} of slice probabilities per exam)" if exam_level else "")
                 + f", {epochs} epoch(s), batch {batch_size}, Adam lr {lr:g}, StepLR({step_size}, {gamma:g}), "
                 f"{image_size} px; best epoch on an inner validation split ({val_fraction:g} of the training cases). "
@@ -442,6 +694,6 @@ def run_protocol(
         subset=[*RESULT_KEY_COLUMNS, "case_id", "row", "index"], keep="last"
     )
     plot_roc(predictions[[_key(r) in wanted for r in predictions[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]],
-             out / "roc.png")
+             out / "roc.png", class_names=names if multi else None)
     log.info("wrote %s, %s and %s", results_path, out / "summary.md", out / "roc.png")
     return current.reset_index(drop=True)

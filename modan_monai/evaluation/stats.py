@@ -4,6 +4,10 @@ Methods are compared as in the paper (Tables 4/5): per repeat, the mean of the f
 initialisation, the mean ± sd of those repeat means; each initialisation against a reference by the
 Wilcoxon signed-rank test over the paired repeat means. The paper states a two-sided test, the
 official code ran a one-sided one; both are reported and labelled.
+
+Multi-class and multi-label tasks (issue 21) put their macro AUC in the ``auc`` column, so the tables and tests
+above run on it unchanged; :func:`metric_table` and the per-class sections of :func:`summary_markdown` add the
+per-class AUCs (``auc_<class>`` columns) and further metrics (accuracy, balanced accuracy, kappa).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ __all__ = [
     "RESULT_KEY_COLUMNS",
     "auc",
     "mean_roc",
+    "metric_table",
     "repeat_means",
     "summary_markdown",
     "summary_table",
@@ -173,21 +178,92 @@ def summary_table(results: pd.DataFrame, reference: str | None = None) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def metric_table(results: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Mean ± sd over repeat means of further result columns (per-class AUCs, accuracy, kappa) per ``(mode,
+    fraction, init)``.
+
+    Per repeat, the mean of a column over its folds leaving out empty (``NaN``) cells: a class without an AUC in a
+    fold (absent from its test part) does not count there; then mean and sd (``ddof=1``) over the repeat means.
+
+    Args:
+        results: rows of ``results.csv``.
+        columns: the columns to summarise (e.g. ``auc_<class>`` per class).
+
+    Returns:
+        Frame with columns ``mode, fraction, init, n_repeats`` and ``<column>_mean``, ``<column>_sd`` and
+        ``<column>_n`` (repeats with a value) per column.
+
+    Raises:
+        ValueError: a column is not in ``results``.
+    """
+    missing = [c for c in columns if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack column(s) {missing}; columns: {list(results.columns)}.")
+    data = results[["init", "mode", "fraction", "repeat", *columns]].copy()
+    data[list(columns)] = data[list(columns)].astype(np.float64)
+    means = data.groupby(["init", "mode", "fraction", "repeat"], sort=True)[list(columns)].mean().reset_index()
+    rows = []
+    for (mode, fraction, init), block in means.groupby(["mode", "fraction", "init"], sort=True):
+        row: dict[str, object] = {"mode": mode, "fraction": fraction, "init": init, "n_repeats": int(len(block))}
+        for column in columns:
+            values = block[column].dropna()
+            row[f"{column}_mean"] = float(values.mean()) if len(values) else float("nan")
+            row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{column}_n"] = int(len(values))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _fmt_fraction(fraction: float) -> str:
     return f"{float(fraction):g}%"
 
 
-def summary_markdown(results: pd.DataFrame, reference: str | None = None, title: str = "Downstream evaluation") -> str:
+def _metric_cell(row: pd.Series, column: str) -> str:
+    if row[f"{column}_n"] == 0:
+        return "n/a"
+    sd = "n/a" if np.isnan(row[f"{column}_sd"]) else f"{row[f'{column}_sd']:.3f}"
+    return f"{row[f'{column}_mean']:.3f} ± {sd}"
+
+
+def _metric_sections(
+    results: pd.DataFrame, inits: Sequence[str], headings: Sequence[tuple[str, str]], what: str, note: str
+) -> list[str]:
+    """Per mode, a table of ``mean ± sd`` of ``headings`` (``(column, header)``) per init and fraction."""
+    table = metric_table(results, [c for c, _ in headings])
+    lines: list[str] = []
+    for mode, block in table.groupby("mode", sort=False):
+        lines += [f"## {mode}: {what}", "", note, "",
+                  "| init | fraction | " + " | ".join(h for _, h in headings) + " |",
+                  "|---|---|" + "---|" * len(headings)]
+        for init in inits:
+            for _, r in block[block["init"] == init].sort_values("fraction", key=lambda f: f.astype(float)).iterrows():
+                cells = [_metric_cell(r, c) for c, _ in headings]
+                lines.append(f"| {init} | {_fmt_fraction(r['fraction'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def summary_markdown(
+    results: pd.DataFrame,
+    reference: str | None = None,
+    title: str = "Downstream evaluation",
+    class_names: Sequence[str] | None = None,
+    metrics: Sequence[str] = (),
+) -> str:
     """Markdown tables shaped like the paper's Tables 4/5.
 
     Per mode: one table of ``mean AUC ± sd`` over repeat means (rows: inits, columns: label fractions) and,
     with a ``reference``, one table of Wilcoxon signed-rank p-values over the paired repeat means, two-sided
-    and one-sided ("greater": the init's AUC is higher than the reference's).
+    and one-sided ("greater": the init's AUC is higher than the reference's). For multi-class and multi-label
+    results (``auc`` holds the macro AUC), ``class_names`` adds per mode a per-class AUC table (``auc_<class>``
+    columns) and ``metrics`` a table of those columns (e.g. ``accuracy``, ``balanced_accuracy``, ``kappa``).
 
     Args:
         results: rows of ``results.csv``.
         reference: init compared against.
         title: heading.
+        class_names: the classes (labels) with an ``auc_<class>`` column; ``None``: no per-class table.
+        metrics: further columns summarised in their own table.
 
     Returns:
         The markdown text.
@@ -242,4 +318,14 @@ def summary_markdown(results: pd.DataFrame, reference: str | None = None, title:
                     cells += [f"{hit.iloc[0]['p_two_sided']:.4g}", f"{hit.iloc[0]['p_greater']:.4g}"]
             lines.append(f"| {init} | " + " | ".join(cells) + " |")
         lines.append("")
+    if class_names:
+        headings = [("auc", "macro"), *[(f"auc_{c}", str(c)) for c in class_names]]
+        lines += _metric_sections(results, inits, headings, "AUC per class",
+                                  "One-vs-rest AUC of each class (label) and their macro mean (the `auc` column "
+                                  "above); mean ± sd (ddof=1) over the repeat means; a class absent from a fold's "
+                                  "test part has no AUC there (n/a where it never has one).")
+    if metrics:
+        names = [m.replace("_", " ") for m in metrics]
+        lines += _metric_sections(results, inits, list(zip(metrics, names)), ", ".join(names),
+                                  "Of the arg-max class on the test folds; mean ± sd (ddof=1) over the repeat means.")
     return "\n".join(lines)
