@@ -35,6 +35,9 @@ class RunSettings:
 
     Args:
         settings: plain values (str, numbers, bool, None, paths, lists, dicts).
+        added_defaults: settings introduced in a later version, with the value a checkpoint written before then
+            implicitly ran with (e.g. ``{"task": "binary"}``): a saved state without such a key reads as that value,
+            so an earlier run still resumes.
 
     Raises:
         ValueError: a value that is not plain.
@@ -49,10 +52,11 @@ class RunSettings:
 use another output folder, or delete its checkpoints to start over
     """
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
+    def __init__(self, settings: Mapping[str, Any], added_defaults: Mapping[str, Any] | None = None) -> None:
         if not isinstance(settings, Mapping):
             raise ValueError(f"settings must be a mapping of names to plain values, got {type(settings).__name__}")
         self.settings = {str(k): _plain(v, str(k)) for k, v in settings.items()}
+        self.added_defaults = {str(k): _plain(v, str(k)) for k, v in (added_defaults or {}).items()}
 
     def state_dict(self) -> dict[str, Any]:
         """The settings (plain values)."""
@@ -67,7 +71,7 @@ use another output folder, or delete its checkpoints to start over
         Raises:
             ValueError: naming each setting that differs, with both values.
         """
-        saved = {str(k): _plain(v, str(k)) for k, v in state_dict.items()}
+        saved = {**self.added_defaults, **{str(k): _plain(v, str(k)) for k, v in state_dict.items()}}
         missing = object()
         differ = [
             f"{key} {_show(saved.get(key, missing))} there, {_show(self.settings.get(key, missing))} here"

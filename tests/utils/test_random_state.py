@@ -109,3 +109,12 @@ def test_run_settings() -> None:
         RunSettings({"init": "scratch", "structures": ["lungs"], "manifest": None, "few_shot": 3}).load_state_dict(saved)
     with pytest.raises(ValueError, match="run setting net is a Linear, not a plain value"):
         RunSettings({"net": torch.nn.Linear(1, 1)})
+
+
+def test_run_settings_added_defaults_let_an_earlier_checkpoint_resume() -> None:
+    earlier = RunSettings({"init": "scratch"}).state_dict()  # written before the `task` setting existed
+    RunSettings({"init": "scratch", "task": "binary"}, added_defaults={"task": "binary"}).load_state_dict(earlier)
+    with pytest.raises(ValueError, match="task 'binary' there, 'multiclass' here"):
+        RunSettings({"init": "scratch", "task": "multiclass"}, added_defaults={"task": "binary"}).load_state_dict(earlier)
+    with pytest.raises(ValueError, match=r"task \(not set\) there, 'binary' here"):
+        RunSettings({"init": "scratch", "task": "binary"}).load_state_dict(earlier)
