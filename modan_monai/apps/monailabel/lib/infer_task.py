@@ -30,6 +30,7 @@ class BundleRowsInferTask(BasicInferTask):
         labels: ``{label name: value}`` reported in ``/info/``.
         postprocessing_id: the inference-config id of the post-processing the task runs.
         default_modality: modality used when a request names none.
+        config: further request parameters and their defaults (listed in ``/info/``).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class BundleRowsInferTask(BasicInferTask):
         labels: Mapping[str, int],
         postprocessing_id: str,
         default_modality: str = "",
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.bundle = bundle
         self.default_modality = default_modality
@@ -49,7 +51,7 @@ class BundleRowsInferTask(BasicInferTask):
             labels=dict(labels),
             dimension=2,
             description=bundle.description(),
-            config={"slice": -1, "modality": default_modality},
+            config={"slice": -1, "modality": default_modality, **dict(config or {})},
         )
         # built once: the transforms are stateless between requests
         self._preprocessing = bundle.get("preprocessing")
