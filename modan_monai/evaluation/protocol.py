@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,373 @@ def _score_classes(
     return result.macro, extra, preds
 
 
+def _check_options(
+    inits: Mapping[str, str],
+    modes: Sequence[str],
+    fractions: Sequence[float],
+    *,
+    level: str,
+    aggregation: str,
+    slice_mode: str,
+    task: str,
+    ordinal: bool,
+    splits: Sequence[str] | None,
+    test_split: str | None,
+    manifest: str | Path,
+    bundle: str | Path | None,
+    reference: str | None,
+) -> tuple[list[float], Path, str]:
+    """Refuse bad :func:`run_protocol` options before anything is read or written.
+
+    Returns:
+        The fractions as floats, the classify bundle folder and the reference init (default: the first).
+    """
+    if not inits:
+        raise ValueError("at least one init is needed.")
+    bad_modes = [m for m in modes if m not in PROTOCOL_MODES]
+    if bad_modes or not modes:
+        raise ValueError(f"modes must be a non-empty subset of {PROTOCOL_MODES}, got {list(modes)}.")
+    if level not in EVALUATION_LEVELS:
+        raise ValueError(f"level must be one of {EVALUATION_LEVELS}, got {level!r}.")
+    if aggregation not in EXAM_AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {EXAM_AGGREGATIONS}, got {aggregation!r}.")
+    if slice_mode not in ("all", "central"):
+        raise ValueError(f"slice_mode must be 'all' or 'central', got {slice_mode!r}.")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    if task != "binary" and level == "exam":
+        _refuse_exam_level(task, level, manifest, False)
+    if ordinal and task != "multiclass":
+        raise ValueError(f"ordinal (quadratic-weighted kappa of graded classes) is for task 'multiclass', not "
+                         f"{task!r}.")
+    if test_split is not None and splits and str(test_split) not in [str(x) for x in splits]:
+        raise ValueError(f"test split {test_split!r} is not among the selected splits {list(splits)}.")
+    percents = [float(f) for f in fractions]
+    if not percents or any(not 0 < f <= 100 for f in percents):
+        raise ValueError(f"fractions must be percentages in (0, 100], got {percents}.")
+    bundle_dir = classify_bundle_dir(bundle)
+    reference = reference if reference is not None else next(iter(inits))
+    if reference not in inits:
+        raise ValueError(f"reference {reference!r} is not one of the inits {list(inits)}.")
+    return percents, bundle_dir, reference
+
+
+@dataclass(frozen=True, eq=False)
+class _Cases:
+    """The evaluated manifest rows, labelled and partitioned, with the items (slices) each row expands into.
+
+    Attributes:
+        n_rows: manifest rows left after ``splits`` and ``planes``.
+        names: the task's class (label) names.
+        fold_names: ``names`` for multiclass / multilabel folds; ``None`` for binary ones (messages say 0 / 1).
+        labels: per row, its class index (binary, multiclass) or its 1 / 0 / nan label vector (multilabel).
+        groups: per row, its case key (folds are grouped by case).
+        fold_table: one ``fold_column(r)`` per repeat (``folds.csv``, or fold 0 = the ``test_split`` rows).
+        n_folds: folds per repeat (1 with a test split).
+        by_position: per row, its items (the slices of a volume, else the row itself).
+        n_slices: items over all rows.
+        has_volumes: some row is a volume expanded into slices.
+        exam_level: the AUC is computed per exam (else per image).
+    """
+
+    n_rows: int
+    names: list[str]
+    fold_names: list[str] | None
+    labels: np.ndarray
+    groups: np.ndarray
+    fold_table: pd.DataFrame
+    n_folds: int
+    by_position: list[list[dict]]
+    n_slices: int
+    has_volumes: bool
+    exam_level: bool
+
+    @property
+    def level(self) -> str:
+        """``"exam"`` or ``"image"``: the unit the AUC is computed over."""
+        return "exam" if self.exam_level else "image"
+
+    def items(self, positions: np.ndarray) -> list[dict]:
+        """The items of the rows at ``positions``."""
+        return [item for p in positions for item in self.by_position[int(p)]]
+
+    def count(self, positions: np.ndarray) -> int:
+        """Cases (exam level) or rows at ``positions``: ``results.csv``'s ``n_train`` / ``n_val``."""
+        return len(np.unique(self.groups[positions])) if self.exam_level else len(positions)
+
+
+def _read_rows(manifest: str | Path, splits: Sequence[str] | None, planes: Sequence[str] | None) -> pd.DataFrame:
+    """The manifest rows in ``splits`` and ``planes`` (index 0..n-1); none left is an error naming the manifest."""
+    df = read_manifest(manifest)
+    if splits:
+        df = df[df["split"].astype(str).isin(list(splits))]
+        if df.empty:
+            raise ValueError(f"manifest {manifest} has no rows in split(s) {list(splits)}.")
+    df = select_planes(df, planes).reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"manifest {manifest}: no rows left to evaluate (splits {splits}, planes {planes}).")
+    return df
+
+
+def _expand_rows(datalist: Sequence[dict], slice_mode: str, central_slices: int) -> tuple[list[list[dict]], int, bool]:
+    """Each row's items (its slices when a volume), the number of items, and whether some row is a volume."""
+    by_position: list[list[dict]] = [[] for _ in datalist]
+    expanded = expand_volume_slices(datalist, mode=slice_mode, k=central_slices)
+    position_of_row = {int(item["row"]): i for i, item in enumerate(datalist)}
+    for item in expanded:
+        by_position[position_of_row[int(item["row"])]].append(item)
+    return by_position, len(expanded), any("num_slices" in item for item in expanded)
+
+
+def _load_cases(
+    manifest: str | Path,
+    out: Path,
+    *,
+    splits: Sequence[str] | None,
+    planes: Sequence[str] | None,
+    task: str,
+    label_column: str | None,
+    positive: Any,
+    class_names: Sequence[str] | None,
+    label_columns: Sequence[str] | None,
+    uncertain_policy: str,
+    folds: int,
+    repeats: int,
+    seed: int,
+    test_split: str | None,
+    slice_mode: str,
+    central_slices: int,
+    level: str,
+) -> _Cases:
+    """Read and label the manifest rows, load or create their folds (``out/folds.csv``) or the test split, and
+    expand volumes into slices (see :func:`run_protocol` for the arguments and errors)."""
+    df = _read_rows(manifest, splits, planes)
+    labelled = task_labels(manifest_to_datalist(df), task, label_column, positive_value=positive,
+                           class_names=class_names, label_columns=label_columns, uncertain_policy=uncertain_policy)
+    datalist, names = labelled.datalist, list(labelled.class_names)
+    multi = task != "binary"
+    fold_names = names if multi else None  # binary folds keep their messages (classes 0 / 1)
+    labels = np.array([item["label"] for item in datalist], dtype=np.float64 if task == "multilabel" else np.int64)
+    groups = group_keys(df)
+    if test_split is None:
+        fold_table = load_or_create_folds(df, labels, out / "folds.csv", folds, repeats, seed, class_names=fold_names)
+        n_folds = folds
+    else:
+        fold_table = _split_as_folds(df, labels, groups, str(test_split), repeats, manifest, fold_names)
+        n_folds = 1
+    by_position, n_slices, has_volumes = _expand_rows(datalist, slice_mode, central_slices)
+    exam_level = level == "exam" or (level == "auto" and has_volumes)
+    if multi and exam_level:
+        _refuse_exam_level(task, level, manifest, has_volumes)
+    return _Cases(len(df), names, fold_names, labels, groups, fold_table, n_folds, by_position, n_slices, has_volumes,
+                  exam_level)
+
+
+def _settings(
+    manifest: str | Path,
+    label_column: str | None,
+    positive: Any,
+    inits: Mapping[str, str],
+    cases: _Cases,
+    *,
+    modes: Sequence[str],
+    fractions: Sequence[float],
+    repeats: int,
+    folds: int,
+    seed: int,
+    reference: str,
+    training: Mapping[str, Any],
+    val_fraction: float,
+    splits: Sequence[str] | None,
+    aggregation: str,
+    planes: Sequence[str] | None,
+    slice_mode: str,
+    central_slices: int,
+    task: str,
+    label_columns: Sequence[str] | None,
+    uncertain_policy: str,
+    ordinal: bool,
+    test_split: str | None,
+) -> dict[str, Any]:
+    """The ``settings.json`` of a run (``training``: the bundle overrides ``epochs`` ... ``stem``, in that order)."""
+    settings = {
+        "manifest": str(Path(manifest).resolve()), "label_column": label_column, "positive": positive,
+        "inits": inits, "modes": list(modes), "fractions": fractions, "repeats": repeats, "folds": folds,
+        "seed": seed, "reference": reference, **training, "val_fraction": val_fraction,
+        "splits": list(splits) if splits else None, "level": cases.level, "aggregation": aggregation,
+        "planes": list(planes) if planes else None, "slice_mode": slice_mode, "central_slices": central_slices,
+        "rows": cases.n_rows, "slices": cases.n_slices,
+    }
+    if task != "binary" or test_split is not None:  # binary K-fold settings stay as they were
+        settings.update(task=task, class_names=cases.names,
+                        label_columns=list(label_columns) if label_columns else None,
+                        uncertain_policy=uncertain_policy, ordinal=bool(ordinal), test_split=test_split)
+        if test_split is not None:
+            settings["folds"] = None
+    return settings
+
+
+def _unit_text(init: str, mode: str, fraction: float, r: int, k: int) -> str:
+    """How messages name one (init, mode, fraction, repeat, fold) unit."""
+    return f"init {init} mode {mode} fraction {fraction:g}% repeat {r} fold {k}: "
+
+
+def _score_unit(
+    task: str,
+    ordinal: bool,
+    cases: _Cases,
+    aggregation: str,
+    test_items: Sequence[Mapping[str, Any]],
+    probs: np.ndarray,
+    base: Mapping[str, Any],
+    where: str,
+) -> tuple[float, dict[str, Any], pd.DataFrame, int]:
+    """The (macro) AUC of a test fold, its further ``results.csv`` columns, its ``predictions.csv`` rows and its
+    ``n_test`` (exams at exam level, else images)."""
+    if task != "binary":
+        value, extra, preds = _score_classes(task, cases.names, ordinal, test_items, probs, base, where)
+        return value, extra, preds, len(test_items)
+    y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
+    if cases.exam_level:
+        exams = np.array([f"{item['dataset']}/{item['case_id']}" for item in test_items])
+        value, table = exam_level_auc(exams, y_test, probs, aggregation, context=where)
+        preds = pd.DataFrame({**base, "row": None, "index": None, "case_id": table["case_id"],
+                              "label": table["label"], "score": table["score"]})
+        return value, {}, preds, len(table)
+    value = auc(y_test, probs, context=where)
+    preds = pd.DataFrame({**base, "row": [item["row"] for item in test_items],
+                          "index": [item.get("index") for item in test_items],
+                          "case_id": [f"{item['dataset']}/{item['case_id']}" for item in test_items],
+                          "label": y_test, "score": probs})
+    return value, {}, preds, len(test_items)
+
+
+def _run_unit(
+    init: str,
+    mode: str,
+    fraction: float,
+    r: int,
+    k: int,
+    *,
+    spec: str,
+    cases: _Cases,
+    out: Path,
+    bundle: Path,
+    seed: int,
+    test_split: str | None,
+    val_fraction: float,
+    training: Mapping[str, Any],
+    aggregation: str,
+    device: str | torch.device,
+    num_workers: int,
+    task: str,
+    ordinal: bool,
+) -> tuple[dict[str, Any], pd.DataFrame, float]:
+    """Train and score one (init, mode, fraction, repeat, fold) unit.
+
+    Returns:
+        Its ``results.csv`` row, its ``predictions.csv`` rows and the seconds it took.
+    """
+    t0 = time.perf_counter()
+    where = _unit_text(init, mode, fraction, r, k)
+    fold_of_row = cases.fold_table[fold_column(r)].to_numpy()
+    unit_seed = int(seed) + (int(r) if test_split is not None else 1000 * int(r) + int(k))
+    train_pos = subsample_fraction(np.flatnonzero(fold_of_row != k), cases.labels, cases.groups, fraction, unit_seed,
+                                   class_names=cases.fold_names)
+    inner_train, inner_val = inner_validation_split(train_pos, cases.labels, cases.groups, val_fraction, unit_seed,
+                                                    class_names=cases.fold_names)
+    test_pos = np.flatnonzero(fold_of_row == k)
+    train_items, val_items, test_items = cases.items(inner_train), cases.items(inner_val), cases.items(test_pos)
+    multi = task != "binary"
+    run = run_classify_bundle(
+        train_items, val_items, out / "runs" / _safe_name(init) / mode / f"fraction{fraction:g}_repeat{r}_fold{k}",
+        bundle=bundle, init=spec, linear_probe=mode == "linear_probe", seed=unit_seed, **training,
+        val_level=cases.level, aggregation=aggregation, device=device, num_workers=num_workers,
+        **(dict(task=task, class_names=cases.names, ordinal=bool(ordinal)) if multi else {}),
+    )
+    probs = np.asarray(predict_proba(run.network, test_items, run.preprocessing, batch_size=training["batch_size"],
+                                     device=run.device, num_workers=num_workers,
+                                     **(dict(task=task) if multi else {})))
+    base = {"init": init, "mode": mode, "fraction": fraction, "repeat": r, "fold": k, "level": cases.level}
+    value, extra, preds, n_test = _score_unit(task, ordinal, cases, aggregation, test_items, probs, base, where)
+    seconds = time.perf_counter() - t0
+    row = {
+        **base, "init_spec": spec, "auc": value, "best_epoch": run.best_epoch, "best_val_auc": run.best_val_auc,
+        "n_train": cases.count(inner_train), "n_val": cases.count(inner_val), "n_test": n_test,
+        "n_train_slices": len(train_items), "seed": unit_seed, "seconds": round(seconds, 3), **extra,
+    }
+    return row, preds, seconds
+
+
+def _log_progress(
+    log: logging.Logger, n_done: int, n_todo: int, row: Mapping[str, Any], seconds: float, start: float, multi: bool
+) -> None:
+    """Log a finished unit (its ``results.csv`` row) with the time elapsed since ``start`` and an estimate left."""
+    elapsed = time.perf_counter() - start
+    where = _unit_text(row["init"], row["mode"], row["fraction"], row["repeat"], row["fold"])
+    val_auc = "none" if row["best_val_auc"] is None else f"{row['best_val_auc']:.4f}"
+    log.info("[%d/%d] %s%sAUC %.4f (%s level, best epoch %s, val AUC %s) %.1fs; elapsed %s, ~%s left",
+             n_done, n_todo, where, "macro " if multi else "", row["auc"], row["level"], row["best_epoch"], val_auc,
+             seconds, _fmt_seconds(elapsed), _fmt_seconds(elapsed / n_done * (n_todo - n_done)))
+
+
+def _in_units(frame: pd.DataFrame, wanted: set[tuple]) -> list[bool]:
+    """Which rows of ``results.csv`` / ``predictions.csv`` belong to the ``wanted`` units (their :func:`_key`)."""
+    return [_key(r) in wanted for r in frame[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]
+
+
+def _class_word(task: str) -> str:
+    return "labels" if task == "multilabel" else "classes"
+
+
+def _write_summary(
+    path: Path,
+    current: pd.DataFrame,
+    reference: str,
+    cases: _Cases,
+    *,
+    manifest: str | Path,
+    label_column: str | None,
+    task: str,
+    columns: Sequence[str],
+    repeats: int,
+    folds: int,
+    test_split: str | None,
+    aggregation: str,
+    training: Mapping[str, Any],
+    val_fraction: float,
+) -> None:
+    """Write ``summary.md``: :func:`~modan_monai.evaluation.stats.summary_markdown` of the current units' results
+    and a closing ``Settings:`` line."""
+    multi, names = task != "binary", cases.names
+    what = label_column if label_column is not None else f"{len(names)} label columns"
+    title = f"Downstream evaluation: {what} ({Path(manifest).name})"
+    if multi:
+        title += f", {task}: {len(names)} {_class_word(task)}"
+    metrics = [c for c in MULTICLASS_METRICS if c in columns]
+    summary = summary_markdown(current, reference, title=title, class_names=names if multi else None, metrics=metrics)
+    design = (f"{repeats} repeat(s) x {folds} fold(s)" if test_split is None else
+              f"{repeats} repeat(s) of training on the rows outside split {test_split!r} and testing on split "
+              f"{test_split!r} ({int((cases.fold_table[fold_column(0)] == 0).sum())} rows)")
+    summary += (f"\nSettings: {design}, {cases.level}-level "
+                + (f"macro AUC (mean one-vs-rest AUC over the {len(names)} {_class_word(task)}: {', '.join(names)})"
+                   if multi else "AUC")
+                + (f" ({aggregation} of slice probabilities per exam)" if cases.exam_level else "")
+                + f", {training['epochs']} epoch(s), batch {training['batch_size']}, Adam lr {training['lr']:g}, "
+                f"StepLR({training['step_size']}, {training['gamma']:g}), {training['image_size']} px; best epoch on "
+                f"an inner validation split ({val_fraction:g} of the training cases). Full settings: settings.json.\n")
+    atomic_write_text(path, summary)
+
+
+def _write_roc(predictions_path: Path, wanted: set[tuple], path: Path, class_names: Sequence[str] | None) -> None:
+    """:func:`plot_roc` of the ``wanted`` units' predictions (a re-run fold's last rows)."""
+    predictions = pd.read_csv(predictions_path, dtype={"init": str, "mode": str, "case_id": str})
+    predictions = predictions.drop_duplicates(
+        subset=[*RESULT_KEY_COLUMNS, "case_id", "row", "index"], keep="last"
+    )
+    plot_roc(predictions[_in_units(predictions, wanted)], path, class_names=class_names)
+
+
 def run_protocol(
     manifest: str | Path,
     label_column: str | None,
@@ -510,190 +878,63 @@ def run_protocol(
     """
     log = logger or logging.getLogger("modan_monai.evaluation")
     inits = dict(inits)
-    if not inits:
-        raise ValueError("at least one init is needed.")
-    bad_modes = [m for m in modes if m not in PROTOCOL_MODES]
-    if bad_modes or not modes:
-        raise ValueError(f"modes must be a non-empty subset of {PROTOCOL_MODES}, got {list(modes)}.")
-    if level not in EVALUATION_LEVELS:
-        raise ValueError(f"level must be one of {EVALUATION_LEVELS}, got {level!r}.")
-    if aggregation not in EXAM_AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {EXAM_AGGREGATIONS}, got {aggregation!r}.")
-    if slice_mode not in ("all", "central"):
-        raise ValueError(f"slice_mode must be 'all' or 'central', got {slice_mode!r}.")
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    if task != "binary" and level == "exam":
-        _refuse_exam_level(task, level, manifest, False)
-    if ordinal and task != "multiclass":
-        raise ValueError(f"ordinal (quadratic-weighted kappa of graded classes) is for task 'multiclass', not "
-                         f"{task!r}.")
-    if test_split is not None and splits and str(test_split) not in [str(x) for x in splits]:
-        raise ValueError(f"test split {test_split!r} is not among the selected splits {list(splits)}.")
-    fractions = [float(f) for f in fractions]
-    if not fractions or any(not 0 < f <= 100 for f in fractions):
-        raise ValueError(f"fractions must be percentages in (0, 100], got {fractions}.")
-    bundle = classify_bundle_dir(bundle)
-    reference = reference if reference is not None else next(iter(inits))
-    if reference not in inits:
-        raise ValueError(f"reference {reference!r} is not one of the inits {list(inits)}.")
-
+    fractions, bundle, reference = _check_options(
+        inits, modes, fractions, level=level, aggregation=aggregation, slice_mode=slice_mode, task=task,
+        ordinal=ordinal, splits=splits, test_split=test_split, manifest=manifest, bundle=bundle, reference=reference,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = read_manifest(manifest)
-    if splits:
-        df = df[df["split"].astype(str).isin(list(splits))]
-        if df.empty:
-            raise ValueError(f"manifest {manifest} has no rows in split(s) {list(splits)}.")
-    df = select_planes(df, planes).reset_index(drop=True)
-    if df.empty:
-        raise ValueError(f"manifest {manifest}: no rows left to evaluate (splits {splits}, planes {planes}).")
-    labelled = task_labels(manifest_to_datalist(df), task, label_column, positive_value=positive,
-                           class_names=class_names, label_columns=label_columns, uncertain_policy=uncertain_policy)
-    datalist, names = labelled.datalist, list(labelled.class_names)
-    multi = task != "binary"
-    fold_names = names if multi else None  # binary folds keep their messages (classes 0 / 1)
-    if task == "multilabel":
-        labels = np.array([item["label"] for item in datalist], dtype=np.float64)
-    else:
-        labels = np.array([item["label"] for item in datalist], dtype=np.int64)
-    groups = group_keys(df)
-    if test_split is None:
-        fold_table = load_or_create_folds(df, labels, out / "folds.csv", folds, repeats, seed, class_names=fold_names)
-        n_folds = folds
-    else:
-        fold_table = _split_as_folds(df, labels, groups, str(test_split), repeats, manifest, fold_names)
-        n_folds = 1
-    by_position: list[list[dict]] = [[] for _ in datalist]
-    expanded = expand_volume_slices(datalist, mode=slice_mode, k=central_slices)
-    position_of_row = {int(item["row"]): i for i, item in enumerate(datalist)}
-    for item in expanded:
-        by_position[position_of_row[int(item["row"])]].append(item)
-    has_volumes = any("num_slices" in item for item in expanded)
-    exam_level = level == "exam" or (level == "auto" and has_volumes)
-    unit = "exam" if exam_level else "image"
-    if multi and exam_level:
-        _refuse_exam_level(task, level, manifest, has_volumes)
-
-    settings = {
-        "manifest": str(Path(manifest).resolve()), "label_column": label_column, "positive": positive,
-        "inits": inits, "modes": list(modes), "fractions": fractions, "repeats": repeats, "folds": folds,
-        "seed": seed, "reference": reference, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "step_size": step_size, "gamma": gamma, "image_size": image_size, "stem": stem, "val_fraction": val_fraction,
-        "splits": list(splits) if splits else None, "level": unit, "aggregation": aggregation,
-        "planes": list(planes) if planes else None, "slice_mode": slice_mode, "central_slices": central_slices,
-        "rows": len(df), "slices": len(expanded),
-    }
-    if multi or test_split is not None:  # binary K-fold settings stay as they were
-        settings.update(task=task, class_names=names, label_columns=list(label_columns) if label_columns else None,
-                        uncertain_policy=uncertain_policy, ordinal=bool(ordinal), test_split=test_split)
-        if test_split is not None:
-            settings["folds"] = None
+    cases = _load_cases(
+        manifest, out, splits=splits, planes=planes, task=task, label_column=label_column, positive=positive,
+        class_names=class_names, label_columns=label_columns, uncertain_policy=uncertain_policy, folds=folds,
+        repeats=repeats, seed=seed, test_split=test_split, slice_mode=slice_mode, central_slices=central_slices,
+        level=level,
+    )
+    training = dict(epochs=epochs, batch_size=batch_size, lr=lr, step_size=step_size, gamma=gamma,
+                    image_size=image_size, stem=stem)
+    settings = _settings(
+        manifest, label_column, positive, inits, cases, modes=modes, fractions=fractions, repeats=repeats,
+        folds=folds, seed=seed, reference=reference, training=training, val_fraction=val_fraction, splits=splits,
+        aggregation=aggregation, planes=planes, slice_mode=slice_mode, central_slices=central_slices, task=task,
+        label_columns=label_columns, uncertain_policy=uncertain_policy, ordinal=ordinal, test_split=test_split,
+    )
     _check_settings(out / "settings.json", settings)
     atomic_write_text(out / "settings.json", json.dumps(settings, indent=2, default=str) + "\n")
 
     results_path, predictions_path = out / "results.csv", out / "predictions.csv"
-    columns = result_columns(task, names, ordinal)
-    prediction_columns = _prediction_columns(task, names)
+    columns = result_columns(task, cases.names, ordinal)
+    prediction_columns = _prediction_columns(task, cases.names)
     _, done = _read_done(results_path, inits, columns)
     units = [
         (init, mode, fraction, r, k)
-        for r in range(repeats) for k in range(n_folds) for fraction in fractions for mode in modes for init in inits
+        for r in range(repeats) for k in range(cases.n_folds) for fraction in fractions for mode in modes
+        for init in inits
     ]
     todo = [u for u in units if _key(u) not in done]
     log.info("CV protocol: %d rows (%d %s), %d init(s) x %d mode(s) x %d fraction(s) x %d repeat(s) x %d fold(s) = "
-             "%d fold runs, %d already done -> %s", len(df), len(expanded), "slices" if has_volumes else "images",
-             len(inits), len(modes), len(fractions), repeats, n_folds, len(units), len(units) - len(todo), out)
+             "%d fold runs, %d already done -> %s", cases.n_rows, cases.n_slices,
+             "slices" if cases.has_volumes else "images", len(inits), len(modes), len(fractions), repeats,
+             cases.n_folds, len(units), len(units) - len(todo), out)
     start = time.perf_counter()
-
-    def items(positions: np.ndarray) -> list[dict]:
-        return [item for p in positions for item in by_position[int(p)]]
-
     for n_done, (init, mode, fraction, r, k) in enumerate(todo, start=1):
-        t0 = time.perf_counter()
-        where = f"init {init} mode {mode} fraction {fraction:g}% repeat {r} fold {k}: "
-        fold_of_row = fold_table[fold_column(r)].to_numpy()
-        unit_seed = int(seed) + (int(r) if test_split is not None else 1000 * int(r) + int(k))
-        train_pos = subsample_fraction(np.flatnonzero(fold_of_row != k), labels, groups, fraction, unit_seed,
-                                       class_names=fold_names)
-        inner_train, inner_val = inner_validation_split(train_pos, labels, groups, val_fraction, unit_seed,
-                                                        class_names=fold_names)
-        test_pos = np.flatnonzero(fold_of_row == k)
-        train_items, val_items, test_items = items(inner_train), items(inner_val), items(test_pos)
-
-        run = run_classify_bundle(
-            train_items, val_items, out / "runs" / _safe_name(init) / mode / f"fraction{fraction:g}_repeat{r}_fold{k}",
-            bundle=bundle, init=inits[init], linear_probe=mode == "linear_probe", seed=unit_seed, epochs=epochs,
-            batch_size=batch_size, lr=lr, step_size=step_size, gamma=gamma, image_size=image_size, stem=stem,
-            val_level=unit, aggregation=aggregation, device=device, num_workers=num_workers,
-            **(dict(task=task, class_names=names, ordinal=bool(ordinal)) if multi else {}),
+        row, preds, seconds = _run_unit(
+            init, mode, fraction, r, k, spec=inits[init], cases=cases, out=out, bundle=bundle, seed=seed,
+            test_split=test_split, val_fraction=val_fraction, training=training, aggregation=aggregation,
+            device=device, num_workers=num_workers, task=task, ordinal=ordinal,
         )
-        probs = np.asarray(predict_proba(run.network, test_items, run.preprocessing, batch_size=batch_size,
-                                         device=run.device, num_workers=num_workers,
-                                         **(dict(task=task) if multi else {})))
-        base = {"init": init, "mode": mode, "fraction": fraction, "repeat": r, "fold": k, "level": unit}
-        extra: dict[str, Any] = {}
-        if multi:
-            value, extra, preds = _score_classes(task, names, ordinal, test_items, probs, base, where)
-            n_test = len(test_items)
-        elif exam_level:
-            y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
-            cases = np.array([f"{item['dataset']}/{item['case_id']}" for item in test_items])
-            value, table = exam_level_auc(cases, y_test, probs, aggregation, context=where)
-            preds = pd.DataFrame({**base, "row": None, "index": None, "case_id": table["case_id"],
-                                  "label": table["label"], "score": table["score"]})
-            n_test = len(table)
-        else:
-            y_test = np.array([item["label"] for item in test_items], dtype=np.int64)
-            value = auc(y_test, probs, context=where)
-            preds = pd.DataFrame({**base, "row": [item["row"] for item in test_items],
-                                  "index": [item.get("index") for item in test_items],
-                                  "case_id": [f"{item['dataset']}/{item['case_id']}" for item in test_items],
-                                  "label": y_test, "score": probs})
-            n_test = len(test_items)
-        seconds = time.perf_counter() - t0
-        row = {
-            **base, "init_spec": inits[init], "auc": value, "best_epoch": run.best_epoch,
-            "best_val_auc": run.best_val_auc, "n_train": len(np.unique(groups[inner_train])) if exam_level
-            else len(inner_train), "n_val": len(np.unique(groups[inner_val])) if exam_level else len(inner_val),
-            "n_test": n_test, "n_train_slices": len(train_items), "seed": unit_seed, "seconds": round(seconds, 3),
-            **extra,
-        }
         # Predictions first, then the results row: a results row marks a finished fold (resume key).
         _append_csv(preds[list(prediction_columns)], predictions_path, atomic=False)
         _append_csv(pd.DataFrame([row])[list(columns)], results_path)
-        elapsed = time.perf_counter() - start
-        val_auc = "none" if run.best_val_auc is None else f"{run.best_val_auc:.4f}"
-        log.info("[%d/%d] %s%sAUC %.4f (%s level, best epoch %s, val AUC %s) %.1fs; elapsed %s, ~%s left",
-                 n_done, len(todo), where, "macro " if multi else "", value, unit, run.best_epoch, val_auc, seconds,
-                 _fmt_seconds(elapsed), _fmt_seconds(elapsed / n_done * (len(todo) - n_done)))
+        _log_progress(log, n_done, len(todo), row, seconds, start, multi=task != "binary")
 
     results = pd.read_csv(results_path, dtype={"init": str, "mode": str, "init_spec": str})
     wanted = {_key(u) for u in units}
-    current = results[[_key(r) in wanted for r in results[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]]
-    what = label_column if label_column is not None else f"{len(names)} label columns"
-    title = f"Downstream evaluation: {what} ({Path(manifest).name})"
-    if multi:
-        title += f", {task}: {len(names)} {'labels' if task == 'multilabel' else 'classes'}"
-    metrics = [c for c in MULTICLASS_METRICS if c in columns]
-    summary = summary_markdown(current, reference, title=title, class_names=names if multi else None, metrics=metrics)
-    design = (f"{repeats} repeat(s) x {folds} fold(s)" if test_split is None else
-              f"{repeats} repeat(s) of training on the rows outside split {test_split!r} and testing on split "
-              f"{test_split!r} ({int((fold_table[fold_column(0)] == 0).sum())} rows)")
-    summary += (f"\nSettings: {design}, {unit}-level "
-                + (f"macro AUC (mean one-vs-rest AUC over the {len(names)} "
-                   f"{'labels' if task == 'multilabel' else 'classes'}: {', '.join(names)})"
-                   if multi else "AUC")
-                + (f" ({aggregation} of slice probabilities per exam)" if exam_level else "")
-                + f", {epochs} epoch(s), batch {batch_size}, Adam lr {lr:g}, StepLR({step_size}, {gamma:g}), "
-                f"{image_size} px; best epoch on an inner validation split ({val_fraction:g} of the training cases). "
-                "Full settings: settings.json.\n")
-    atomic_write_text(out / "summary.md", summary)
-    predictions = pd.read_csv(predictions_path, dtype={"init": str, "mode": str, "case_id": str})
-    predictions = predictions.drop_duplicates(
-        subset=[*RESULT_KEY_COLUMNS, "case_id", "row", "index"], keep="last"
+    current = results[_in_units(results, wanted)]
+    _write_summary(
+        out / "summary.md", current, reference, cases, manifest=manifest, label_column=label_column, task=task,
+        columns=columns, repeats=repeats, folds=folds, test_split=test_split, aggregation=aggregation,
+        training=training, val_fraction=val_fraction,
     )
-    plot_roc(predictions[[_key(r) in wanted for r in predictions[list(RESULT_KEY_COLUMNS)].itertuples(index=False)]],
-             out / "roc.png", class_names=names if multi else None)
+    _write_roc(predictions_path, wanted, out / "roc.png", cases.names if task != "binary" else None)
     log.info("wrote %s, %s and %s", results_path, out / "summary.md", out / "roc.png")
     return current.reset_index(drop=True)
