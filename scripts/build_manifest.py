@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 from data_manifests import BUILDERS, assign_splits, build_manifest, parse_fractions, summarize
 from modan_monai.data.manifest import write_manifest
+from modan_monai.utils.logs import setup_logging
 
 _KINDS = sorted(BUILDERS) + ["shared-pretrain"]  # builder names; shared-pretrain is the documented alias
 
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-uids", action="store_true",
                         help="dicom_dir: keep the Study/Series/SOP Instance UID columns (left out by default)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()  # the bundles' log format (modan_monai.utils.logs.LOG_FORMAT)
 
     options = _parse_options(args.opt)
     for name in ("dataset", "split"):

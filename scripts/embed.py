@@ -16,12 +16,12 @@ file paths are written, so do not name files after patients (see the README's Pr
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from modan_monai.evaluation import embed_manifest, parse_init_specs
 from modan_monai.utils.interrupt import sigterm_as_interrupt
+from modan_monai.utils.logs import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()  # the bundles' log format (modan_monai.utils.logs.LOG_FORMAT)
     try:
         written = embed_manifest(
             args.manifest, parse_init_specs(args.encoder), args.out, image_size=args.image_size,

@@ -26,7 +26,6 @@ fold's TensorBoard scalars under runs/.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +41,7 @@ from modan_monai.evaluation import (
 from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.utils import RunLockError, lock_output_dir
 from modan_monai.utils.interrupt import sigterm_as_interrupt
+from modan_monai.utils.logs import progress_only, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,40 +121,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLockError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines only at WARNING
-    # (undone on return, so that a caller in the same process, e.g. a test, keeps its logging)
-    quiet = [logging.getLogger(n) for n in ("ignite", "StatsHandler", "modan_monai.progress", "modan_monai.handlers")]
-    levels = [logger.level for logger in quiet]
-
-    def warnings_only(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-
-    for logger in quiet:
-        logger.setLevel(logging.WARNING)
-        # MONAI's StatsHandler sets its logger back to INFO whenever one is built (once per fold): a filter stays
-        logger.addFilter(warnings_only)
+    setup_logging()  # the bundles' log format (modan_monai.utils.logs.LOG_FORMAT)
+    # one progress line per fold from modan_monai.evaluation; the bundle's per-epoch lines (ignite, MONAI's
+    # StatsHandler, the progress and encoder lines) only at WARNING and above (undone on return, so that a caller in
+    # the same process, e.g. a test, keeps its logging)
     try:
-        results = run_protocol(
-            args.manifest, args.label_column, parse_init_specs(args.init), args.out, positive=args.positive,
-            modes=args.modes, fractions=args.fractions, repeats=args.repeats, folds=args.folds, seed=args.seed,
-            reference=args.reference, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            step_size=args.step_size, gamma=args.gamma, image_size=args.image_size, stem=args.stem,
-            val_fraction=args.val_fraction, splits=args.splits, level=args.level, aggregation=args.mrnet_aggregation,
-            planes=args.planes, slice_mode=args.slices, central_slices=args.central_slices, device=args.device,
-            num_workers=args.num_workers, bundle=args.bundle, task=args.task, class_names=args.class_names,
-            label_columns=args.label_columns, uncertain_policy=args.uncertain or "error", ordinal=args.ordinal,
-            test_split=args.test_split,
-        )
+        with progress_only(["modan_monai.evaluation"]):
+            results = run_protocol(
+                args.manifest, args.label_column, parse_init_specs(args.init), args.out, positive=args.positive,
+                modes=args.modes, fractions=args.fractions, repeats=args.repeats, folds=args.folds, seed=args.seed,
+                reference=args.reference, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                step_size=args.step_size, gamma=args.gamma, image_size=args.image_size, stem=args.stem,
+                val_fraction=args.val_fraction, splits=args.splits, level=args.level,
+                aggregation=args.mrnet_aggregation, planes=args.planes, slice_mode=args.slices,
+                central_slices=args.central_slices, device=args.device,
+                num_workers=args.num_workers, bundle=args.bundle, task=args.task, class_names=args.class_names,
+                label_columns=args.label_columns, uncertain_policy=args.uncertain or "error", ordinal=args.ordinal,
+                test_split=args.test_split,
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         lock.release()
-        for logger, level in zip(quiet, levels):
-            logger.setLevel(level)
-            logger.removeFilter(warnings_only)
     print(f"{len(results)} fold results in {args.out}/results.csv; summary in {args.out}/summary.md")
     return 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from modan_monai.evaluation.protocol import non_negative_int, positive_int
 from modan_monai.evaluation.segmentation_grid import plan_runs, run_grid, segmentation_markdown, segmentation_summary
 from modan_monai.utils import RunLockError, lock_output_dir
 from modan_monai.utils.interrupt import sigterm_as_interrupt
+from modan_monai.utils.logs import setup_logging
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "segment"
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()  # the bundles' log format (modan_monai.utils.logs.LOG_FORMAT)
 
     try:
         structures = ast.literal_eval(args.structures)

@@ -19,7 +19,6 @@ encoders. Definitions: modan_monai.evaluation.zero_shot and shared/spec/methods.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +27,7 @@ from modan_monai.evaluation.protocol import positive_int
 from modan_monai.evaluation.zero_shot import BN_STATS, ZERO_SHOT_ANALYSES, run_zero_shot
 from modan_monai.utils import RunLockError, lock_output_dir
 from modan_monai.utils.interrupt import sigterm_as_interrupt
+from modan_monai.utils.logs import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLockError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()  # the bundles' log format (modan_monai.utils.logs.LOG_FORMAT)
     try:
         run_zero_shot(args.manifest, inits, args.out, image_size=args.image_size, load_size=args.load_size,
                       analyses=args.analyses, splits=args.splits, max_images=args.max_images, seed=args.seed,
