@@ -177,16 +177,21 @@ def check_option(
 
 
 def require_dir(path: str | Path, what: str) -> Path:
-    """Return ``path`` resolved, or raise ``FileNotFoundError`` naming ``what`` (e.g. "BUSI root")."""
-    folder = Path(path).expanduser().resolve()
+    """Return ``path`` made absolute, or raise ``FileNotFoundError`` naming ``what`` (e.g. "BUSI root").
+
+    The path is made absolute lexically (``os.path.abspath``), not resolved: a root given through a symbolic link
+    stays the path the user gave, and so do the paths the manifest stores below it.
+    """
+    folder = Path(os.path.abspath(Path(path).expanduser()))
     if not folder.is_dir():
         raise FileNotFoundError(f"{what}: folder not found: {folder}")
     return folder
 
 
 def require_file(path: str | Path, what: str) -> Path:
-    """Return ``path`` resolved, or raise ``FileNotFoundError`` naming ``what``."""
-    file = Path(path).expanduser().resolve()
+    """Return ``path`` made absolute (lexically, see :func:`require_dir`), or raise ``FileNotFoundError`` naming
+    ``what``."""
+    file = Path(os.path.abspath(Path(path).expanduser()))
     if not file.is_file():
         raise FileNotFoundError(f"{what}: file not found: {file}")
     return file

@@ -585,32 +585,58 @@ def read_manifest(
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a manifest CSV with file paths relative to the CSV's directory.
 
+    Paths keep the symbolic links they were given through (computed lexically, not resolved): a manifest built
+    through a linked data folder names the link, so it keeps working when moved together with it (see
+    :func:`_stored_path`; a path the manifest's real folder cannot reach relatively is written absolute).
+
     Args:
         df: manifest frame (e.g. from a ``data_manifests`` builder or :func:`read_manifest`).
         path: output CSV file; parent folders are created.
 
     Returns:
-        The absolute path of the written file.
+        The absolute path of the written file (made absolute lexically: a link on the way is kept).
 
     Raises:
         ValueError: if a required column is missing (the message names it).
     """
-    out = Path(path).resolve()
+    out = Path(os.path.abspath(path))
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"cannot write manifest {out}: missing required column(s) {missing}.")
     frame = df.drop(columns=[c for c in _INTERNAL_COLUMNS if c in df.columns]).copy()
     out.parent.mkdir(parents=True, exist_ok=True)
+    base, real_base = str(out.parent), os.path.realpath(out.parent)
+    folders: dict[str, str] = {}  # folder as written in the frame -> the folder the manifest stores
     for column in _path_columns(frame):
         frame[column] = [
-            value if pd.isna(value) or value is None
-            else Path(_relative(Path(str(value)).resolve(), out.parent)).as_posix()
+            value if pd.isna(value) or value is None else _stored_path(str(value), base, real_base, folders)
             for value in frame[column]
         ]
     ordered = [c for c in MANIFEST_COLUMNS if c in frame.columns]
     ordered += [c for c in frame.columns if c not in MANIFEST_COLUMNS]
     frame[ordered].to_csv(out, index=False)
     return out
+
+
+def _stored_path(value: str, base: str, real_base: str, folders: dict[str, str]) -> str:
+    """The path a manifest in ``base`` stores for the file ``value``: the path as given, not resolved.
+
+    Symbolic links on the way are kept (a manifest built through a linked folder names the link, so it still works
+    when moved together with the link), and the path is relative to ``base`` when the reader, which joins it to the
+    manifest's real folder (``real_base``), reaches the same folder; else it is absolute. Paths are made absolute and
+    relative lexically (``os.path.abspath`` / ``relpath``); a folder whose lexical form leads elsewhere than its real
+    one (``link/..``) is stored by its real path, relative to ``real_base``. One answer per folder (``folders``).
+    """
+    folder, name = os.path.split(value)
+    if folder not in folders:
+        given, real = os.path.abspath(folder), os.path.realpath(folder)
+        if os.path.realpath(given) != real:  # ".." after a link: only the resolved form names the folder
+            folders[folder] = _relative(Path(real), Path(real_base))
+        else:
+            relative = _relative(Path(given), Path(base))
+            same = not os.path.isabs(relative) and os.path.realpath(os.path.join(real_base, relative)) == real
+            folders[folder] = relative if same else given
+    return Path(folders[folder], name).as_posix()
 
 
 def _relative(target: Path, base: Path) -> str:
