@@ -10,7 +10,7 @@ Per encoder NAME: NAME_umap.png, NAME_umap.csv (coordinates + metadata), NAME_fe
 projector/. The same (modality, anatomy) pair has the same colour in every map. Each encoder is built by the
 encoder registry (modan_monai.networks.registry.build_encoder): a checkpoint's architecture and stem are read from it.
 The CSVs and projector metadata hold the manifest's row, path, index, dataset, case_id, modality and anatomy only:
-file paths are written, so do not name files after patients (see the README's Privacy section).
+file paths are written, so do not name files after patients (see bundles/pretrain/docs/data.md, "Privacy").
 """
 
 from __future__ import annotations

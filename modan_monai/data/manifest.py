@@ -1,6 +1,7 @@
 """Manifest CSV files: one row per image or volume, with its metadata and optional task labels.
 
-Columns (see ``README``): ``path`` (required, relative paths resolve against the manifest's directory), ``key``
+Columns (see ``bundles/pretrain/docs/data.md``, "Manifests"): ``path`` (required, relative paths resolve against
+the manifest's directory), ``key``
 (array name inside an ``.npz``), ``index`` (integer index into the array / slice of a volume; empty = whole image),
 ``modality``, ``anatomy`` (required; may be empty only for DICOM files, whose tags then supply them), ``split``
 (train/val/test), ``dataset``, ``case_id`` (grouping that must never straddle folds), and any number of extra columns:
