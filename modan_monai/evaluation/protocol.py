@@ -222,6 +222,19 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _draw_mean_roc(ax: Any, label: str, curves: Sequence[tuple[np.ndarray, np.ndarray]], aucs: Sequence[float]) -> None:
+    """One init's mean ROC (± sd band) over its folds on ``ax``, labelled with its mean AUC."""
+    fpr, tpr, sd = mean_roc(curves)
+    line = ax.plot(fpr, tpr, label=f"{label} (AUC {np.mean(aucs):.3f})")[0]
+    ax.fill_between(fpr, np.clip(tpr - sd, 0, 1), np.clip(tpr + sd, 0, 1), color=line.get_color(), alpha=0.15)
+
+
+def _finish_roc_axes(ax: Any, title: str) -> None:
+    """The chance diagonal, limits, axis labels and ``title`` of one ROC panel."""
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
+
+
 def _plot_class_roc(predictions: pd.DataFrame, path: Path, fraction: float, class_names: Sequence[str]) -> Path:
     """:func:`plot_roc` of a multi-class / multi-label task: one panel per mode and class (``label_<class>``,
     ``score_<class>`` columns; rows without a label for the class, and folds where it has one value, left out)."""
@@ -245,14 +258,9 @@ def _plot_class_roc(predictions: pd.DataFrame, path: Path, fraction: float, clas
                 if len(np.unique(y)) == 2:
                     curves.append((y, fold.loc[known, f"score_{name}"].to_numpy()))
                     aucs.append(auc(*curves[-1]))
-            if not curves:
-                continue
-            fpr, tpr, sd = mean_roc(curves)
-            line = ax.plot(fpr, tpr, label=f"{init} (AUC {np.mean(aucs):.3f})")[0]
-            ax.fill_between(fpr, np.clip(tpr - sd, 0, 1), np.clip(tpr + sd, 0, 1), color=line.get_color(), alpha=0.15)
-        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-               title=f"{mode}: {name}, {fraction:g}% labels")
+            if curves:
+                _draw_mean_roc(ax, init, curves, aucs)
+        _finish_roc_axes(ax, f"{mode}: {name}, {fraction:g}% labels")
         if ax.get_legend_handles_labels()[0]:  # a class without a defined AUC in any fold has no curve
             ax.legend(loc="lower right", fontsize="x-small")
     fig.suptitle("one-vs-rest ROC per class (mean ± sd over folds x repeats)")
@@ -298,12 +306,8 @@ def plot_roc(
             for _, fold in block.groupby(["repeat", "fold"], sort=True):
                 curves.append((fold["label"].to_numpy(), fold["score"].to_numpy()))
                 aucs.append(auc(curves[-1][0], curves[-1][1]))
-            fpr, tpr, sd = mean_roc(curves)
-            line = ax.plot(fpr, tpr, label=f"{init} (AUC {np.mean(aucs):.3f})")[0]
-            ax.fill_between(fpr, np.clip(tpr - sd, 0, 1), np.clip(tpr + sd, 0, 1), color=line.get_color(), alpha=0.15)
-        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
-               title=f"{mode}, {fraction:g}% labels (mean ± sd over folds x repeats)")
+            _draw_mean_roc(ax, init, curves, aucs)
+        _finish_roc_axes(ax, f"{mode}, {fraction:g}% labels (mean ± sd over folds x repeats)")
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     path = Path(path)
