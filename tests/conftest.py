@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -33,6 +34,15 @@ def shared_datasets() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared datasets not found at {root} (set MODAN_SHARED_DATASETS)")
     return root
+
+
+@pytest.fixture
+def single_thread_torch() -> Iterator[None]:
+    """One intra-op thread: tiny models run many times faster than with threads fighting for busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

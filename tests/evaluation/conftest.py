@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from evaluation_data import write_png_manifest
 
 
 @pytest.fixture(autouse=True)
-def single_thread_torch():
-    """One intra-op thread: these tiny models run many times faster than with threads fighting for busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread_torch: None) -> None:
+    """Every evaluation test trains tiny models: tests/conftest.py's single_thread_torch for all of them."""
 
 
 @pytest.fixture(scope="module")

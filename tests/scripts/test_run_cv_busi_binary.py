@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from data_manifests import build_manifest
 from modan_monai.data import write_manifest
@@ -24,19 +23,15 @@ BEFORE_TASKS = {
 }
 
 
-def test_busi_binary_predictions_are_unchanged(shared_datasets: Path, tmp_path: Path, load_script: Callable) -> None:
+def test_busi_binary_predictions_are_unchanged(shared_datasets: Path, tmp_path: Path, load_script: Callable,
+                                               single_thread_torch: None) -> None:
     frame = build_manifest("busi", shared_datasets / "busi", classes=("benign", "malignant")).sort_values("path")
     subset = frame.groupby("label", group_keys=False).head(10).sort_values("path").reset_index(drop=True)
     manifest = write_manifest(subset, tmp_path / "busi.csv")
     args = ["--manifest", str(manifest), "--label-column", "label", "--positive", "malignant", "--init", "scratch",
             "--modes", "finetune", "--fractions", "100", "--repeats", "1", "--folds", "2", "--epochs", "1",
             "--batch-size", "8", "--image-size", "32", "--out", str(tmp_path / "cv")]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert load_script("run_cv").main(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert load_script("run_cv").main(args) == 0
     predictions = pd.read_csv(tmp_path / "cv" / "predictions.csv")
     assert predictions.columns.tolist() == ["init", "mode", "fraction", "repeat", "fold", "level", "row", "index",
                                             "case_id", "label", "score"]

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -21,13 +20,7 @@ COMMON = ["--init", "scratch", "--modes", "finetune", "--repeats", "1", "--epoch
           "--image-size", "28"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread_torch():
-    """One intra-op thread: tiny models run faster than with threads fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def write_three_class_manifest(root: Path, n_cases: int = 12, per_case: int = 2, size: int = 28) -> Path:
