@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEMO_VERSION", "default_demo_dir", "ensure_demo_corpus", "make_demo_corpus"]
+__all__ = ["DEMO_VERSION", "default_demo_dir", "demo_corpus_settings", "ensure_demo_corpus", "make_demo_corpus"]
 
 DEMO_VERSION = "2"
 _MANIFEST = "manifest.csv"
@@ -209,6 +209,28 @@ def _write_dicom(path: Path, pixels: np.ndarray, modality: str, body_part: str, 
 
 def _stamp(size: int, per_pair: int, seed: int, val_fraction: float) -> str:
     return f"{DEMO_VERSION} size={size} per_pair={per_pair} seed={seed} val_fraction={val_fraction}\n"
+
+
+def demo_corpus_settings(manifest: str | Path) -> dict[str, float] | None:
+    """The settings (``size``, ``per_pair``, ``seed``, ``val_fraction``) a demo corpus was written with, when
+    ``manifest`` is the manifest of one (its folder's ``VERSION`` stamp is this version's); else ``None``.
+
+    Example:
+        >>> demo_corpus_settings("/no/such/manifest.csv") is None
+        True
+    """
+    path = Path(manifest)
+    stamp = path.parent / "VERSION"
+    if path.name != _MANIFEST or not stamp.is_file():
+        return None
+    version, *fields = stamp.read_text().split()
+    try:
+        settings = {key: float(value) for key, value in (field.split("=", 1) for field in fields)}
+    except ValueError:
+        return None
+    if version != DEMO_VERSION or set(settings) != {"size", "per_pair", "seed", "val_fraction"}:
+        return None
+    return {key: value if key == "val_fraction" else int(value) for key, value in settings.items()}
 
 
 def _assign_val_split(rows: list[dict], val_fraction: float) -> None:

@@ -29,7 +29,7 @@ def _anatomy(row: pd.Series, vocabulary: MetadataVocabulary) -> str:
 
 
 def demo_classification_manifest(
-    root: str | Path | None = None, size: int = 64, per_pair: int = 40, seed: int = 0
+    root: str | Path | None = None, size: int = 64, per_pair: int = 40, seed: int = 0, val_fraction: float = 0.25
 ) -> str:
     """Write (or rewrite) the demo binary task "chest vs not chest" and return its manifest path.
 
@@ -45,12 +45,14 @@ def demo_classification_manifest(
         size: see :func:`modan_monai.data.ensure_demo_corpus`.
         per_pair: see :func:`modan_monai.data.ensure_demo_corpus`.
         seed: corpus seed and split seed.
+        val_fraction: see :func:`modan_monai.data.ensure_demo_corpus` (this task's own split ignores it).
 
     Returns:
         The manifest path (str).
     """
     root = Path(root) if root is not None else default_demo_dir()
-    frame = read_manifest(ensure_demo_corpus(root, size=size, per_pair=per_pair, seed=seed))
+    frame = read_manifest(ensure_demo_corpus(root, size=size, per_pair=per_pair, seed=seed,
+                                              val_fraction=val_fraction))
     vocabulary = MetadataVocabulary.from_file(None)
     frame["label"] = [int(_anatomy(row, vocabulary) == "chest") for _, row in frame.iterrows()]
     rng = np.random.default_rng(seed)

@@ -13,7 +13,14 @@ from .monitor_data import monitor_datalist
 from .progress import ProgressPrinter
 from .roc_curves import ROCCurveSaver, plot_class_roc
 from .segmentation import PerImageDiceSaver, SegmentationOverlayHandler
-from .summary import PretrainingSummary
+from .summary import (
+    PretrainingSummary,
+    RunSummary,
+    TrainingSummary,
+    bundle_run_command,
+    datalist_manifest,
+    run_cv_command,
+)
 from .tensorboard import LearningRateTensorBoardHandler, ViewsTensorBoardHandler, rank_zero_summary_writer
 from .validation import EvaluatorResumeLineFilter, RngPreservingValidationHandler, quiet_evaluator_resume_line
 
@@ -47,3 +54,4 @@ __all__ += ["find_level_transform", "linear_probe_accuracy", "monitor_datalist"]
 __all__ += ["optimizer_steps_now", "parse_level_schedule", "run_iterations"]
 __all__ += ["EvaluatorResumeLineFilter", "quiet_evaluator_resume_line"]
 __all__ += ["ClassificationAUC", "ROCCurveSaver", "classification_auc_metric", "plot_class_roc"]
+__all__ += ["RunSummary", "TrainingSummary", "bundle_run_command", "datalist_manifest", "run_cv_command"]

@@ -28,7 +28,11 @@ class KeepBestWeights:
     the copy here is what :meth:`restore` loads back. With ``save_path`` every new best state is also written
     there (``torch.save`` of the state dict to a temporary file, then ``os.replace``), so a bundle has a single
     best-epoch rule for the weights it keeps in memory and on disk. :meth:`state_dict` /
-    :meth:`load_state_dict` carry the kept copy through a training checkpoint.
+    :meth:`load_state_dict` carry the kept copy through a training checkpoint; :meth:`load_state_dict` also puts
+    the kept best value and epoch back into the state of the evaluator it is attached to (``best_metric``,
+    ``best_metric_epoch``, as :class:`~modan_monai.handlers.BestModelSaver` does), so that after a resume the
+    evaluator's best (MONAI's stats line, :class:`~modan_monai.handlers.TrainingSummary`) is the run's, not that
+    of the epochs since the resume.
 
     Args:
         network: the model being trained.
@@ -74,10 +78,12 @@ class KeepBestWeights:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
         self.best_metric: float | None = None
+        self.engine: Any = None
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
         """Run after every evaluation (``Events.EPOCH_COMPLETED`` of the evaluator)."""
+        self.engine = engine
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _improves(self, value: float) -> bool:
@@ -127,6 +133,9 @@ class KeepBestWeights:
         self.best_state = state["best_state"]
         self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
         self.best_metric = None if state["best_metric"] is None else float(state["best_metric"])
+        if self.engine is not None and self.best_epoch is not None:  # the attached evaluator's best, as it was
+            self.engine.state.best_metric = self.best_metric
+            self.engine.state.best_metric_epoch = self.best_epoch
 
     def restore(self) -> bool:
         """Load the best weights back into ``network``; returns False when no epoch was kept."""

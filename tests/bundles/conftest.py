@@ -1,7 +1,9 @@
-"""Helpers shared by the bundle tests: the ``python -m monai.bundle`` command line."""
+"""Helpers shared by the bundle tests: the ``python -m monai.bundle`` command line, a summary's next command."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,3 +35,20 @@ def _bundle_cli(bundle: str, command: str, *args: str, check: bool = True, **ove
 def bundle_cli() -> Callable[..., str]:
     """``bundle_cli(bundle, command, *args, check=True, **overrides) -> output`` (see ``_bundle_cli``)."""
     return _bundle_cli
+
+
+def _run_summary_command(summary_json: Path, cwd: Path) -> str:
+    """Run the first ``next`` command of a bundle's ``summary.json`` exactly as printed (``bash -c``, from ``cwd``,
+    this interpreter's folder first on ``PATH`` so that ``python`` is this environment's); return its output."""
+    command = json.loads(summary_json.read_text())["next"][0]
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{command}\n{log[-6000:]}"
+    return log
+
+
+@pytest.fixture
+def run_summary_command() -> Callable[[Path, Path], str]:
+    """``run_summary_command(summary_json, cwd) -> output``: the run's printed next command, run as printed."""
+    return _run_summary_command

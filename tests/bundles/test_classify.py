@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def read_csv(path: Path) -> list[list[str]]:
 
 def test_train_evaluate_infer_and_export(
     tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, run_summary_command: Callable[[Path, Path], str],
 ) -> None:
     root, manifest = demo
     out = tmp_path / "models"
@@ -53,20 +54,30 @@ def test_train_evaluate_infer_and_export(
     assert (out / "model.pt").is_file() and (out / "model_final.pt").is_file()
     assert {"train_loss", "val_auc", "lr"} <= set(tensorboard_tags(out / "logs")["scalars"])
 
-    # evaluate models/model.pt on the test split (in-process: the same `run` as the CLI)
+    # the run ends with its summary (best validation AUC and epoch, model.pt, the next command) and summary.json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "classification" and summary["metric"] == "val_auc" and summary["best"]["epoch"] == 1
+    assert summary["epochs_completed"] == summary["max_epochs"] == 1 and 0.0 <= summary["best"]["value"] <= 1.0
+    assert summary["model"] == str(out / "model.pt") and summary["model_exists"] and summary["final_model_exists"]
+    assert summary["tensorboard"] == str(out / "logs") and summary["summary"] == str(out / "summary.json")
+    assert "classification summary (1/1 epochs)" in log and f"best val_auc:       {summary['best']['value']:.3f}" in log
+    assert f"summary file:       {out / 'summary.json'}" in log and f"next:               {summary['next'][0]}" in log
+    assert summary["next"] == [
+        f"cd {BUNDLE} && python -m monai.bundle run --config_file \"['configs/train.json','configs/evaluate.json']\" "
+        f"--logging_file configs/logging.conf --manifest {manifest} --output_dir {out}"
+    ]
+
+    # evaluate models/model.pt on the test split: the summary's next command, run as printed from another folder
     header = ["file", "p(negative)", "p(positive)"]
-    with caplog.at_level("INFO"):
-        bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),
-                   dataset_dir=str(root), manifest=str(manifest), output_dir=str(out), image_size=32,
-                   logging_file=False)
+    evaluated = run_summary_command(out / "summary.json", tmp_path)
     metrics = dict(read_csv(out / "metrics.csv"))
     assert 0.0 <= float(metrics["test_auc"]) <= 1.0
     n_test = sum(1 for r in read_csv(manifest)[1:] if r[read_csv(manifest)[0].index("split")] == "test")
     predictions = read_csv(out / "test_predictions.csv")
     assert predictions[0] == header and len(predictions) == 1 + n_test
     # the model is built for the weights it restores, not announced as a random one; no ignite "resuming" line
-    assert f"encoder built for the weights restored from {out / 'model.pt'}" in caplog.text
-    assert "from scratch (random)" not in caplog.text and "Engine run resuming" not in caplog.text
+    assert f"encoder built for the weights restored from {out / 'model.pt'}" in evaluated
+    assert "from scratch (random)" not in evaluated and "Engine run resuming" not in evaluated
 
     # inference on a folder of files, then the checks MONAI Label / the model zoo run
     inferred = tmp_path / "infer"

@@ -226,9 +226,10 @@ def test_classify_two_ranks_equal_one_process_and_resume(probe_dir: Path) -> Non
     data = {"dataset_dir": tmp / "demo", "manifest": manifest, "image_size": 32, "batch_size": 16, "epochs": 1,
             "train#preprocessing#augment": False}
     run("classify", torchrun(1, tmp / "one", [probe_config(tmp, "one")], **data), tmp)
-    run("classify", torchrun(2, tmp / "two", [probe_config(tmp, "two")], **data), tmp)
+    log = run("classify", torchrun(2, tmp / "two", [probe_config(tmp, "two")], **data), tmp)
     assert_first_step_equal(tmp, "one", "two")
-    assert_rank_zero_wrote(tmp / "two", ["checkpoint_epoch=1.pt", "model.pt", "model_final.pt"])
+    assert_rank_zero_wrote(tmp / "two", ["checkpoint_epoch=1.pt", "model.pt", "model_final.pt", "summary.json"])
+    assert log.count("classification summary (1/1 epochs)") == 1, log[-3000:]  # printed by rank 0 only
     killed_run_resumes("classify", tmp, 3, ["model_final.pt"], dataset_dir=tmp / "demo", manifest=manifest,
                        image_size=32, batch_size=16)
 

@@ -4,11 +4,13 @@ Each bundle runs as a subprocess (``python -m monai.bundle run``, tiny: 32 px, a
 once uninterrupted, once killed with SIGKILL at the first progress line of epoch 3 (after the epoch-2 checkpoint,
 before the epoch-3 one) and then started again with the same command. On CPU the last checkpoint (network,
 optimiser, scheduler, loss, random states, trainer state...) and ``encoder.pt`` / ``model.pt`` /
-``model_final.pt`` must equal the uninterrupted run's bit for bit.
+``model_final.pt`` must equal the uninterrupted run's bit for bit, and the classify and segment runs'
+``summary.json`` must report the same best validation epoch.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,6 +89,18 @@ def load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def same_summary(root: Path, resumed: Path) -> dict[str, Any]:
+    """Assert the resumed run's ``summary.json`` reports what the uninterrupted run's does (the best validation epoch
+    may come before the kill: the checkpoint brings it back); return it."""
+    whole = json.loads((root / "whole" / "summary.json").read_text())
+    again = json.loads((resumed / "summary.json").read_text())
+    keys = ["task", "metric", "best", "last", "epochs_completed", "max_epochs", "model_exists", "final_model_exists"]
+    assert {k: again[k] for k in keys} == {k: whole[k] for k in keys}
+    assert again["epochs_completed"] == EPOCHS and again["best"] is not None and again["model_exists"]
+    assert again["model"] == str(resumed / "model.pt") and again["next"][0].endswith(f"--output_dir {resumed}")
+    return again
+
+
 def killed_then_resumed(bundle: str, root: Path, **overrides: Any) -> tuple[Path, str]:
     """Kill a run during epoch 3 and run the same command again; return its folder and the second log."""
     for attempt in range(ATTEMPTS):
@@ -154,6 +168,7 @@ def test_segment_bundle_resumes_exactly(tmp_path: Path) -> None:
             "overlay_images": 1}
     resumed, last = resume_matches_whole_run("segment", tmp_path, ["model.pt", "model_final.pt"], **data)
     assert set(last) >= {"best_model", "random_states", "settings"}
+    assert same_summary(tmp_path, resumed)["metric"] == "val_mean_dice"
     # the same folder with another subset is refused, naming the setting (in process: the refusal comes at start-up)
     flow = ConfigWorkflow(
         config_file=str(BUNDLES / "segment" / "configs" / "train.json"), workflow_type="train",
@@ -167,8 +182,9 @@ def test_segment_bundle_resumes_exactly(tmp_path: Path) -> None:
 
 def test_classify_bundle_resumes_exactly(tmp_path: Path) -> None:
     manifest = demo_classification_manifest(tmp_path / "demo", size=32, per_pair=4)
-    _, last = resume_matches_whole_run(
+    resumed, last = resume_matches_whole_run(
         "classify", tmp_path, ["model.pt", "model_final.pt"], dataset_dir=tmp_path / "demo", manifest=manifest,
         batch_size=4,
     )
     assert set(last) >= {"best_weights", "random_states", "settings"}
+    assert same_summary(tmp_path, resumed)["metric"] == "val_auc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def read_csv(path: Path) -> list[list[str]]:
 
 
 def test_train_evaluate_infer_and_export(
-    tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable
+    tmp_path: Path, demo: tuple[Path, Path], bundle_cli: Callable[..., str], tensorboard_tags: Callable,
+    run_summary_command: Callable[[Path, Path], str],
 ) -> None:
     root, manifest = demo
     out = tmp_path / "models"
@@ -52,9 +54,20 @@ def test_train_evaluate_infer_and_export(
     )
     assert "val_overlay" in tags["images"]
 
-    # per-image Dice of models/model.pt on the test split
-    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], bundle_root=str(BUNDLE),
-               dataset_dir=str(root), manifest=str(manifest), output_dir=str(out), image_size=32)
+    # the run ends with its summary (best validation mean Dice and epoch, model.pt, the next command) and summary.json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "segmentation" and summary["metric"] == "val_mean_dice"
+    assert summary["best"]["epoch"] == 1 and 0.0 <= summary["best"]["value"] <= 1.0 and summary["model_exists"]
+    assert summary["model"] == str(out / "model.pt") and summary["final_model"] == str(out / "model_final.pt")
+    assert "segmentation summary (1/1 epochs)" in log and "best val_mean_dice: " in log
+    assert f"summary file:       {out / 'summary.json'}" in log and f"next:               {summary['next'][0]}" in log
+    assert summary["next"] == [
+        f"cd {BUNDLE} && python -m monai.bundle run --config_file \"['configs/train.json','configs/evaluate.json']\" "
+        f"--logging_file configs/logging.conf --manifest {manifest} --output_dir {out}"
+    ]
+
+    # per-image Dice of models/model.pt on the test split: the summary's next command, run as printed elsewhere
+    run_summary_command(out / "summary.json", tmp_path)
     metrics = dict(read_csv(out / "metrics.csv"))
     assert {"test_mean_dice", "test_dice_heart", "test_dice_left_lung", "test_dice_right_lung"} <= set(metrics)
     rows = read_csv(out / "test_dice_per_image.csv")

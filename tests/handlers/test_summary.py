@@ -1,15 +1,20 @@
-"""The end-of-run pretraining summary: epoch-mean losses, k-NN first -> last, paths, next commands, resume."""
+"""The end-of-run summaries: pretraining (epoch-mean losses, k-NN first -> last), training (best validation epoch),
+paths, next commands (:func:`bundle_run_command`), resume."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Metric
+from monai.engines import SupervisedEvaluator
 
-from modan_monai.handlers import KNNMonitor, PretrainingSummary
+from modan_monai.handlers import KeepBestWeights, KNNMonitor, PretrainingSummary, TrainingSummary, bundle_run_command
+from modan_monai.handlers import datalist_manifest
 
 
 class FakeMonitor(KNNMonitor):
@@ -152,3 +157,213 @@ def test_linear_probe_first_and_last_like_knn(tmp_path: Path, caplog: pytest.Log
     monitor.linear_probe_history = {}
     assert summary.summary()["linear_probe"] is None
     assert PretrainingSummary(tmp_path).summary()["linear_probe"] is None
+
+
+# --- TrainingSummary (classify / segment bundles) and the command lines it prints ---------------------------------
+
+
+class ScriptedMetric(Metric):
+    """A key metric whose evaluations give ``values`` in turn."""
+
+    def __init__(self, values: list[float]) -> None:  # noqa: D107 - test double
+        self.values = list(values)
+        super().__init__()
+
+    def reset(self) -> None:
+        pass
+
+    def update(self, output: object) -> None:
+        pass
+
+    def compute(self) -> float:
+        return self.values.pop(0)
+
+
+def evaluator(values: list[float], handlers: list | None = None) -> SupervisedEvaluator:
+    """A MONAI evaluator (one batch) whose key metric ``val_auc`` takes ``values`` in turn."""
+    batch = {"image": torch.zeros(1, 2), "label": torch.zeros(1, 1)}
+    return SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=[batch], network=torch.nn.Linear(2, 1),
+        key_val_metric={"val_auc": ScriptedMetric(values)}, val_handlers=handlers,
+    )
+
+
+def validated_trainer(validator: SupervisedEvaluator) -> Engine:
+    """A trainer that validates after each epoch, as the bundles' ValidationHandler does."""
+    trainer = Engine(lambda e, b: None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run(e.state.epoch))
+    return trainer
+
+
+def test_training_summary_reads_the_evaluators_best_epoch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "models").mkdir()
+    validator = evaluator([0.6, 0.9, 0.7])
+    summary = TrainingSummary(
+        tmp_path / "models", validator, final_model_path=tmp_path / "models" / "model_final.pt",
+        tensorboard_dir=tmp_path / "models" / "logs", task="classification",
+        next_commands=["evaluate --ckpt {model}", "ls {output_dir}"],
+    )
+    trainer = validated_trainer(validator)
+    summary.attach(trainer)
+    # the weights are written by handlers that may come after the summary: they still come first
+    trainer.add_event_handler(Events.COMPLETED, lambda e: (tmp_path / "models" / "model.pt").write_bytes(b"x"))
+    with caplog.at_level("INFO", logger="modan_monai.summary"):
+        trainer.run([0], max_epochs=3)
+    models = tmp_path.absolute() / "models"
+    data = json.loads((models / "summary.json").read_text())
+    assert data["task"] == "classification" and data["metric"] == "val_auc"
+    assert data["epochs_completed"] == 3 and data["max_epochs"] == 3
+    assert data["best"] == {"epoch": 2, "value": 0.9} and data["last"] == {"epoch": 3, "value": 0.7}
+    assert data["model"] == str(models / "model.pt") and data["model_exists"]
+    assert data["final_model"] == str(models / "model_final.pt") and data["final_model_exists"] is False
+    assert data["tensorboard"] == str(models / "logs") and data["summary"] == str(models / "summary.json")
+    assert data["next"] == [f"evaluate --ckpt {models / 'model.pt'}", f"ls {models}"]
+    text = caplog.text
+    assert "classification summary (3/3 epochs)" in text
+    assert "  best val_auc:       0.900 (epoch 2)  [last 0.700, epoch 3]" in text
+    assert f"  model:              {models / 'model.pt'}  (weights of the best val_auc epoch)" in text
+    assert f"  final model:        {models / 'model_final.pt'}  (not written)" in text
+    assert f"  TensorBoard:        tensorboard --logdir {models / 'logs'}" in text
+    assert f"  summary file:       {models / 'summary.json'}" in text
+    assert f"  next:               evaluate --ckpt {models / 'model.pt'}\n                      ls {models}" in text
+
+
+def test_training_summary_after_a_resume_keeps_the_best_epoch_before_it(tmp_path: Path) -> None:
+    """A run resumed after epoch 2 (best 0.9 at epoch 2, kept by KeepBestWeights in the checkpoint) that scores
+    0.7 at epoch 3: the evaluator of the new process reports the run's best, not the best since the resume."""
+    net = torch.nn.Linear(2, 1)
+    first = KeepBestWeights(net, metric_name="val_auc")
+    validator = evaluator([0.6, 0.9], handlers=[first])
+    trainer = validated_trainer(validator)
+    TrainingSummary(tmp_path, validator).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    checkpoint = {"trainer": trainer.state_dict(), "best_weights": first.state_dict()}
+
+    kept = KeepBestWeights(net, metric_name="val_auc")
+    resumed_validator = evaluator([0.7], handlers=[kept])  # a new process: a fresh evaluator
+    resumed = validated_trainer(resumed_validator)
+    TrainingSummary(tmp_path, resumed_validator).attach(resumed)
+    resumed.load_state_dict({**checkpoint["trainer"], "max_epochs": 3})
+    kept.load_state_dict(checkpoint["best_weights"])  # what ResumeFromCheckpoint does at Events.STARTED
+    resumed.run([0], max_epochs=3)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["best"] == {"epoch": 2, "value": 0.9} and data["last"] == {"epoch": 3, "value": 0.7}
+    assert data["epochs_completed"] == 3 and kept.best_epoch == 2
+
+
+def test_training_summary_without_validation_and_on_other_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validator = evaluator([])
+    summary = TrainingSummary(tmp_path / "run", validator, model_path=tmp_path / "elsewhere.pt", task="segmentation")
+    data = summary.summary(epochs_completed=0, max_epochs=2)
+    assert data["best"] is None and data["last"] is None and data["metric"] == "val_auc"
+    assert data["model"] == str(tmp_path.absolute() / "elsewhere.pt") and not data["model_exists"]
+    assert data["final_model"] is None and data["next"] == []
+    text = TrainingSummary.format(data)
+    assert text.startswith("segmentation summary (0/2 epochs)") and "best val_auc:       no validation ran" in text
+    assert "(not written)" in text and "final model" not in text and "next:" not in text
+    assert TrainingSummary.rank_zero_only  # rank_zero_handlers drops it on ranks > 0 ...
+    monkeypatch.setattr("modan_monai.handlers.summary.is_rank_zero", lambda: False)
+    trainer = Engine(lambda e, b: None)
+    summary.attach(trainer)
+    trainer.run([0], max_epochs=1)
+    assert not (tmp_path / "run" / "summary.json").exists()  # ... and, attached there anyway, it writes nothing
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """A bundle folder with two config files: train.json and an evaluate.json that turns ``task`` into an
+    expression."""
+    configs = tmp_path / "my bundle" / "configs"
+    configs.mkdir(parents=True)
+    train = {"output_dir": "$os.path.join(@bundle_root, 'models')", "manifest": "$make()", "label_column": "label",
+             "task": "binary", "positive_value": None, "ct_window": [-1000.0, 1000.0], "ordinal": False, "epochs": 10}
+    (configs / "train.json").write_text(json.dumps(train))
+    (configs / "evaluate.json").write_text(json.dumps({"task": "$read('task')"}))
+    return configs.parent
+
+
+def parsed_ids(command: str) -> dict[str, object]:
+    """The ``--id value`` pairs of a ``monai.bundle run`` command as python-fire (its argument parser) reads them."""
+    from fire.parser import DefaultParseValue
+
+    words = shlex.split(command.split(" && ", 1)[1])
+    assert words[:4] == ["python", "-m", "monai.bundle", "run"]
+    pairs = dict(zip(words[4::2], words[5::2]))
+    return {k[2:]: v if k in ("--config_file", "--logging_file") else DefaultParseValue(v) for k, v in pairs.items()}
+
+
+def test_bundle_run_command_reads_back_the_values_and_leaves_out_defaults(bundle: Path) -> None:
+    ids = {
+        "manifest": "/data/my manifests/x.csv",  # a space: quoted
+        "output_dir": "/runs/a'b",  # a quote
+        "label_column": "1",  # text that reads as a number: quoted as text
+        "task": "binary",  # evaluate.json's default is an expression: kept
+        "positive_value": "True",
+        "ct_window": (-1000.0, 1000.0),  # the default (a tuple reads as the JSON list): left out
+        "ordinal": True,
+        "epochs": 10,  # the default: left out
+        "structures": ["heart", "left_lung"],
+        "pos_weight": None,  # null: '$None'
+        "seed": 3,
+    }
+    command = bundle_run_command(bundle, ["configs/train.json", "configs/evaluate.json"], ids)
+    cd, _ = command.split(" && ", 1)
+    assert shlex.split(cd) == ["cd", str(bundle.absolute())]
+    read = parsed_ids(command)
+    assert read.pop("config_file") == "['configs/train.json','configs/evaluate.json']"
+    assert read.pop("logging_file") == "configs/logging.conf"
+    assert read.pop("pos_weight") == "$None"  # monai.bundle evaluates '$None' to null
+    expected = {k: v for k, v in ids.items() if k not in ("ct_window", "epochs", "pos_weight")}
+    assert read == expected and isinstance(read["label_column"], str)
+    assert "--config_file \"['configs/train.json','configs/evaluate.json']\"" in command  # as the docs write it
+    assert "--structures \"['heart', 'left_lung']\"" in command and "--seed 3" in command
+
+    single = bundle_run_command(bundle, "configs/train.json", {"task": "binary", "epochs": 2}, logging_file=None)
+    assert single.endswith(" && python -m monai.bundle run --config_file configs/train.json --epochs 2")
+
+
+def test_bundle_run_command_errors_name_the_file_and_the_id(bundle: Path) -> None:
+    with pytest.raises(ValueError, match=r"config file 'configs/evaluate\.yaml' not found"):
+        bundle_run_command(bundle, ["configs/train.json", "configs/evaluate.yaml"])
+    with pytest.raises(ValueError, match=r"config id 'learning_rate': nan cannot be given on a command line"):
+        bundle_run_command(bundle, "configs/train.json", {"learning_rate": float("nan")})
+
+
+def test_datalist_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rows = [{"image": "a.png", "manifest": "m.csv"}, {"image": "b.png", "manifest": "m.csv"}]
+    assert datalist_manifest(rows) == str(tmp_path / "m.csv")
+    assert datalist_manifest(rows + [{"image": "c.png", "manifest": "other.csv"}]) is None
+    assert datalist_manifest([{"image": "a.png"}]) is None and datalist_manifest([]) is None
+
+
+def test_run_cv_command_reads_the_monitor_manifest_or_the_demo_task(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from modan_monai.data import ensure_demo_corpus
+    from modan_monai.handlers import run_cv_command
+
+    grades = tmp_path / "knee.csv"
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "grade": ["KL0", "KL1", "KL2"]}).to_csv(grades, index=False)
+    binary = tmp_path / "busi.csv"
+    pd.DataFrame({"path": ["a.png", "b.png"], "malignant": [0, 1]}).to_csv(binary, index=False)
+    script, out = tmp_path / "run_cv.py", tmp_path / "cv"
+
+    (command,) = run_cv_command(script, "simclr", 32, out, grades, "grade", tmp_path / "own.csv")
+    words = shlex.split(command.replace("{encoder}", "/enc.pt"))
+    assert words[:2] == ["python", str(script)] and words[words.index("--task") + 1] == "multiclass"
+    assert words[words.index("--manifest") + 1] == str(grades) and "simclr=/enc.pt" in words
+    assert words[words.index("--out") + 1] == str(out)
+    (command,) = run_cv_command(script, "simclr", 32, out, binary, "malignant")
+    assert "--task" not in command and "--label-column malignant" in command
+    # no monitor manifest: the demo corpus's downstream task, written with the corpus's own settings
+    demo = tmp_path / "demo"
+    manifest = ensure_demo_corpus(demo, size=32, per_pair=4)
+    stamp = (demo / "VERSION").read_text()
+    (command,) = run_cv_command(script, "modan_mulsupcon", 32, out, manifest=manifest)
+    assert f"--manifest {demo / 'classification_chest.csv'} --label-column label " in command
+    assert (demo / "VERSION").read_text() == stamp  # the corpus was not rewritten with other settings
+    # a user's own manifest and no labelled one: no command to print
+    assert run_cv_command(script, "simclr", 32, out, manifest=binary) == []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from monai.bundle import ConfigWorkflow
@@ -33,7 +36,7 @@ def run_bundle(demo: Path, out: Path, **overrides: object) -> ConfigWorkflow:
 
 
 def test_tiny_run_prints_summary_writes_json_and_resume_keeps_epoch_zero(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, load_script: Callable[[str], ModuleType]
 ) -> None:
     demo = tmp_path / "demo"
     ensure_demo_corpus(demo, size=32, per_pair=4)
@@ -52,6 +55,12 @@ def test_tiny_run_prints_summary_writes_json_and_resume_keeps_epoch_zero(
     assert next_commands[0].startswith(f"cd {BUNDLE.parent / 'classify'} && python -m monai.bundle run ")
     assert next_commands[1].startswith(f"python {BUNDLE.parents[1] / 'scripts' / 'run_cv.py'} --manifest ")
     assert all(Path(c.split()[1]).exists() for c in next_commands)
+    # on the demo corpus run_cv's command names the demo's downstream task, and runs as printed (small settings added)
+    words = shlex.split(next_commands[1].replace("{encoder}", str(out.absolute() / "encoder.pt")))
+    assert words[words.index("--manifest") + 1] == str(demo.absolute() / "classification_chest.csv")
+    assert load_script("run_cv").main(words[2:] + ["--epochs", "1", "--folds", "2", "--repeats", "1", "--modes",
+                                                   "linear_probe", "--batch-size", "8"]) == 0
+    assert (out / "run_cv" / "results.csv").is_file()
     first = json.loads((out / "summary.json").read_text())
     assert first["encoder_exists"] and first["loss"]["first"]["epoch"] == 1
     assert sorted(first["knn"]["per_epoch"]) == ["0", "1"] and first["knn"]["split"] == "val"
