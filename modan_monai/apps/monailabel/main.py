@@ -11,11 +11,20 @@ the model zoo, and no SAM2 task is added. ``--conf`` keys (all optional):
   (e.g. ``{"structures": ["heart", "lungs", "clavicles"], "image_size": 128}``: the ids the model was trained
   with);
 - ``modality``: modality of the images when a request names none (e.g. ``CT``);
-- ``work_dir``: folder of the training rounds (default ``<studies>/.modan_monai``);
+- ``work_dir``: folder of the training rounds (default ``<studies>/.modan_monai``; with a DICOMweb ``--studies``
+  ``<app folder>/work``, which also holds the DICOMweb cache ``dicomweb/``);
+- ``dicomweb_filter``: with a DICOMweb ``--studies``, the QIDO series filter (JSON, e.g. ``{"Modality": "CT"}``;
+  default: every image series);
 - ``cors_origins``: origins (``http://host:port``, comma-separated) whose web pages may call the server (read by
   :mod:`~modan_monai.apps.monailabel.server`; default none);
 - ``hosts``: DNS names (comma-separated) clients call the server by, besides ``localhost`` and IP addresses
-  (read by :mod:`~modan_monai.apps.monailabel.server`; default none).
+  (read by :mod:`~modan_monai.apps.monailabel.server`; default none);
+- ``auto_scoring``: ``true`` lets MONAI Label re-run ``/scoring/epistemic`` in the background after the start,
+  each next sample and each training round (default ``false``: scoring runs when asked for).
+
+Tasks: inference (``/infer/segment``, ``/infer/classify``, ``/batch/infer/<model>``), training
+(``/train/segment`` on final label maps, ``/train/classify`` on the ``class`` key of the images' info), next
+sample (strategies ``random``, ``first``, ``epistemic``) and scoring (``/scoring/epistemic``).
 
 Errors a request can cause (an unreadable image, a model without weights, an unknown model, a label map with
 undeclared values) are answered with an HTTP error whose ``detail`` names the image / model / values; the server
@@ -45,6 +54,7 @@ from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag  # noqa: E402
 from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from monailabel.interfaces.tasks.scoring import ScoringMethod  # noqa: E402
 from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 from monailabel.tasks.activelearning.first import First  # noqa: E402
@@ -58,10 +68,18 @@ from modan_monai.apps.monailabel.lib.bundle import (  # noqa: E402
     repository_bundle,
 )
 from modan_monai.apps.monailabel.lib.datastore import ConfinedDatastore  # noqa: E402
+from modan_monai.apps.monailabel.lib.dicomweb import (  # noqa: E402
+    PacsDatastore,
+    check_dicomweb,
+    dicomweb_session,
+    install_seg_writer,
+)
+from modan_monai.apps.monailabel.lib.epistemic import EpistemicModel, EpistemicScoring, EpistemicStrategy  # noqa: E402
 from modan_monai.apps.monailabel.lib.infer_classify import ClassificationInfer  # noqa: E402
 from modan_monai.apps.monailabel.lib import uploads  # noqa: E402
-from modan_monai.apps.monailabel.lib.safety import check_infer_options, plain_name  # noqa: E402
+from modan_monai.apps.monailabel.lib.safety import check_infer_options, json_object, plain_name  # noqa: E402
 from modan_monai.apps.monailabel.lib.infer_segment import SegmentationInfer  # noqa: E402
+from modan_monai.apps.monailabel.lib.train_classify import ClassificationTrain, unclassified_images  # noqa: E402
 from modan_monai.apps.monailabel.lib.train_segment import SegmentationTrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -141,7 +159,9 @@ class ModanMonaiApp(MONAILabelApp):
             raise ValueError(f"--conf models: unknown model(s) {unknown}; this app serves {list(MODELS)}")
         self.served = {name: _served(name, conf) for name in names}
         self.default_modality = conf.get("modality", "")
-        self.work_dir = Path(conf.get("work_dir") or Path(studies) / ".modan_monai")
+        remote = studies.startswith(("http://", "https://"))
+        self.work_dir = Path(conf.get("work_dir") or (Path(app_dir) / "work" if remote
+                                                      else Path(studies) / ".modan_monai"))
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -153,15 +173,32 @@ class ModanMonaiApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        """The studies folder as a :class:`ConfinedDatastore` (a DICOMweb / remote studies URL is refused)."""
+        """The studies folder as a :class:`ConfinedDatastore`, or a DICOMweb ``--studies`` URL as a
+        :class:`~modan_monai.apps.monailabel.lib.dicomweb.PacsDatastore` (cache in ``<work_dir>/dicomweb``;
+        credentials from ``MONAI_LABEL_DICOMWEB_USERNAME`` / ``..._PASSWORD``).
+
+        Raises:
+            DICOMwebError: the DICOMweb server does not answer or refuses the credentials (naming the URL).
+            ServingError: ``--conf dicomweb_filter`` is not a JSON object (naming it).
+        """
         if self.studies.startswith(("http://", "https://")):
-            raise ValueError(f"--studies {self.studies}: this app serves a local folder of images")
+            url = self.studies.rstrip("/")
+            session = dicomweb_session()
+            check_dicomweb(url, session)
+            search = json_object(self.conf.get("dicomweb_filter") or "{}", "--conf dicomweb_filter")
+            install_seg_writer()  # output=dicom_seg without dcmqi
+            return PacsDatastore(url, self.work_dir / "dicomweb", session, search)
         return ConfinedDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def _download_dcmqi_tools(self) -> None:
+        """Nothing: MONAI Label downloads dcmqi from GitHub here; this app writes DICOM SEG with pydicom-seg
+        (:func:`~modan_monai.apps.monailabel.lib.dicomweb.write_seg`) and never downloads at run time."""
+        return None
 
     def _load_sessions(self, load: bool = False) -> None:
         """No sessions: they keep uploads in a folder outside the datastore (``/session`` answers 406)."""
@@ -183,15 +220,62 @@ class ModanMonaiApp(MONAILabelApp):
         return infers
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        """``segment``: fine-tuning on the datastore's final labels."""
-        if "segment" not in self.served:
-            return {}
-        return {"segment": SegmentationTrain(self.served["segment"], self.work_dir / "train_segment",
-                                             self.default_modality)}
+        """``segment``: fine-tuning on the datastore's final labels; ``classify``: on the classes stored in the
+        images' info (:mod:`~modan_monai.apps.monailabel.lib.train_classify`)."""
+        trainers: dict[str, TrainTask] = {}
+        if "segment" in self.served:
+            trainers["segment"] = SegmentationTrain(self.served["segment"], self.work_dir / "train_segment",
+                                                    self.default_modality)
+        if "classify" in self.served:
+            trainers["classify"] = ClassificationTrain(self.served["classify"], self.work_dir / "train_classify",
+                                                       self.default_modality)
+        return trainers
+
+    def _epistemic_models(self) -> dict[str, EpistemicModel]:
+        """What epistemic scoring needs of each served model (its first is the default model)."""
+        models: dict[str, EpistemicModel] = {}
+        if "segment" in self.served:
+            # the segment bundle's channels are sigmoid outputs (its label_map_postprocessing thresholds them)
+            models["segment"] = EpistemicModel(self.served["segment"], torch.sigmoid,
+                                               lambda store: store.get_unlabeled_images(), True,
+                                               self.default_modality)
+        if "classify" in self.served:
+            post = self.served["classify"].get("postprocessing")  # softmax or sigmoid, as the model was trained
+            models["classify"] = EpistemicModel(self.served["classify"], lambda logits: post({"pred": logits})["pred"],
+                                                unclassified_images, False, self.default_modality)
+        return models
 
     def init_strategies(self) -> dict[str, Strategy]:
-        """Next-sample strategies: ``random`` (MONAI Label's, newer images first) and ``first``."""
-        return {"random": Random(), "first": First()}
+        """Next-sample strategies: ``random`` (MONAI Label's, newer images first), ``first`` and ``epistemic`` (the
+        unlabelled image with the highest score of ``/scoring/epistemic``)."""
+        return {"random": Random(), "first": First(), "epistemic": EpistemicStrategy(self._epistemic_models())}
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        """``epistemic``: each unlabelled image's variance over N passes of a served model, into its info
+        (:mod:`~modan_monai.apps.monailabel.lib.epistemic`)."""
+        return {"epistemic": EpistemicScoring(self._epistemic_models())}
+
+    def async_scoring(self, method: str | None, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """MONAI Label's background scoring. MONAI Label also starts it with no method (every method) after the
+        start, each next sample and each training round; this app does that only with ``--conf auto_scoring
+        true`` (a scoring pass runs every unlabelled image N times: on a CPU server, ask for it with
+        ``POST /scoring/epistemic``)."""
+        if method is None and str(self.conf.get("auto_scoring", "false")).lower() not in ("true", "1", "yes"):
+            return {}
+        return super().async_scoring(method, params)
+
+    def scoring(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """MONAI Label's scoring; refused requests become HTTP errors (with ``run_sync=true``) naming the
+        parameter."""
+        try:
+            method = plain_name(request.get("method"), "method", 422)
+            if method not in self._scoring_methods:
+                raise ServingError(404, f"parameter method: no scoring method {method!r}; this app has "
+                                        f"{sorted(self._scoring_methods)}")
+            return super().scoring(request, datastore)
+        except Exception as err:  # noqa: BLE001
+            logger.warning(f"scoring {request.get('method')!r} failed: {err}")
+            raise _http_error(err, f"scoring {request.get('method')!r}") from err
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
         """MONAI Label's infer on a datastore image id or the request's own upload, nothing else.
@@ -221,6 +305,19 @@ class ModanMonaiApp(MONAILabelApp):
                 result["label"] = store.save_label(str(image), result["file"], tag,
                                                    {"model": model, "params": result.get("params")})
                 result["tag"] = tag
+                if isinstance(store, PacsDatastore) and isinstance(result.get("params"), dict):
+                    # the SEG series the label became in the image's study ("" when the label map was empty)
+                    info = store.get_label_info(str(image), tag)
+                    result["params"]["dicom_seg"] = {k: info.get(k, "") for k in ("StudyInstanceUID",
+                                                                                  "SeriesInstanceUID")}
+            elif request.get("save_label") and isinstance(self._infers[model], ClassificationInfer):
+                # no label file: the prediction goes into the image's info (batch inference saves labels)
+                plain_name(tag, "label_tag")
+                params = result.get("params") or {}
+                kept = ("label_type", "label", "score", "labels", "threshold", "probabilities", "model_mtime_ns")
+                prediction = {"tag": tag, **{k: params[k] for k in kept if k in params}}
+                store.update_image_info(str(image), {f"{model}_prediction": prediction})
+                result["tag"] = tag
             return result
         except Exception as err:  # noqa: BLE001 - every failure is answered, the server keeps serving
             logger.warning(f"infer {request.get('model')!r} on {request.get('image')!r} failed: {err}")
@@ -233,7 +330,9 @@ class ModanMonaiApp(MONAILabelApp):
 
     def batch_infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
         """MONAI Label's batch infer over datastore ids (each through :meth:`infer`); listed ids must exist, the
-        inference and GPU options are checked first (422 naming them), and a server without GPUs runs on the CPU."""
+        inference and GPU options are checked first (422 naming them), and a server without GPUs runs on the CPU.
+        Segment label maps are saved under ``label_tag``; a classify prediction goes into the image's info
+        (``classify_prediction``)."""
         try:
             self._model(request, self._infers, "inference")
             images = request.get("images", "all")

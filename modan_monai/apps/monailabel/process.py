@@ -52,7 +52,10 @@ class LocalServer:
         log_file: str | Path | None = None,
         timeout: float = 180.0,
     ) -> None:
-        self.studies = Path(studies)
+        remote = str(studies).startswith(("http://", "https://"))  # a DICOMweb URL: no folder, name a log file
+        if remote and log_file is None:
+            raise ValueError(f"LocalServer on the DICOMweb studies {studies}: give log_file")
+        self.studies = str(studies) if remote else Path(studies)
         self.conf = dict(conf or {})
         self.log_file = Path(log_file) if log_file else self.studies.with_name(self.studies.name + ".server.log")
         self.app_dir = Path(app_dir) if app_dir else self.log_file.with_name("monailabel_app")
