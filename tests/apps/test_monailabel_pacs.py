@@ -337,7 +337,7 @@ def test_final_label_round_trips_through_the_pacs(pacs_app, tmp_path, request):
     reference = nib.load(str(tmp_path / "image.nii.gz"))
     label = np.zeros(reference.shape, np.uint8)
     label[40:200, 300:330] = 1  # x 40..199, y 300..329: not symmetric under a transpose or flip
-    label[100:110, 10:20] = 2
+    label[100:110, 10:20] = 3  # values 1 and 3: the SEG numbers its segments 1, 2 (no gap, as OHIF needs)
     nib.save(nib.Nifti1Image(label, reference.affine), str(tmp_path / "label.nii.gz"))
     with open(tmp_path / "label.nii.gz", "rb") as f:
         saved = requests.put(f"{pacs_app.url}/datastore/label", params={"image": source["series"], "tag": "final"},
@@ -354,11 +354,13 @@ def test_final_label_round_trips_through_the_pacs(pacs_app, tmp_path, request):
     by_segment = {int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber): frames[i]
                   for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence)}
     np.testing.assert_array_equal(by_segment[1], (label[..., 0] == 1).T)  # DICOM rows are y, columns x
-    np.testing.assert_array_equal(by_segment[2], (label[..., 0] == 2).T)
+    np.testing.assert_array_equal(by_segment[2], (label[..., 0] == 3).T)
+    assert [(int(s.SegmentNumber), s.SegmentDescription) for s in seg.SegmentSequence] == \
+        [(1, "label value 1"), (2, "label value 3")]
     pairs = store.datalist()  # the app reads the SEG back as a label map (training's datalist)
     assert len(pairs) == 1
     back = sitk.GetArrayFromImage(sitk.ReadImage(pairs[0]["label"]))
-    assert sorted(np.unique(back).tolist()) == [0, 1, 2] and int((back == 1).sum()) == int((label == 1).sum())
+    assert sorted(np.unique(back).tolist()) == [0, 1, 3] and int((back == 3).sum()) == int((label == 3).sum())
 
 
 def test_classify_returns_probabilities(pacs_app):

@@ -26,9 +26,13 @@ For ``monailabel start_server --uvicorn_app modan_monai.apps.monailabel.server:a
   a traceback (the server log has both); JSON and text bodies name files relative to the datastore and the app's
   other folders by placeholder (``<app>``, ``<segment model>``, ``<tmp>`` ...), never by absolute path; the
   ``details`` of a background task's status (``GET /train/`` ...) keep its log lines without traceback lines.
-- The DICOMweb proxy (``/proxy/dicom``) and the server log (``/logs``: tracebacks, paths) answer 404, a path with
-  a ``..`` segment answers 404, and the served weights cannot be uploaded or deleted over HTTP (``PUT`` /
-  ``DELETE /model/<name>``: 403).
+- **DICOMweb proxy** (``/proxy/dicom/qido/...``, ``/proxy/dicom/wado/...``: where the bundled OHIF viewer reads
+  studies): open only when the app serves a DICOMweb datastore (``--studies http(s)://...``), and then only reads
+  of that server, with the server's credentials added here (:mod:`~modan_monai.apps.monailabel.lib.proxy`: no
+  request chooses the target, the server's error text is not passed on); MONAI Label's own proxy routes are
+  shadowed. With a local folder it answers 404.
+- The server log (``/logs``: tracebacks, paths) answers 404, a path with a ``..`` segment answers 404, and the
+  served weights cannot be uploaded or deleted over HTTP (``PUT`` / ``DELETE /model/<name>``: 403).
 """
 
 from __future__ import annotations
@@ -48,15 +52,20 @@ from modan_monai.apps.monailabel import compat
 
 compat.apply()
 
+from fastapi import Depends  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
+from fastapi.routing import APIRoute  # noqa: E402
 from monailabel.app import app  # noqa: E402
 from monailabel.config import settings  # noqa: E402
+from monailabel.endpoints.user.auth import RBAC, User  # noqa: E402
 from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 
 from modan_monai.apps.monailabel.lib import uploads  # noqa: E402
 from modan_monai.apps.monailabel.lib.bundle import ServingError  # noqa: E402
+from modan_monai.apps.monailabel.lib.proxy import SERVICES, DicomWebUpstream, forward  # noqa: E402
 from modan_monai.apps.monailabel.lib.safety import (  # noqa: E402
     json_object,
     no_server_keys,
@@ -64,8 +73,8 @@ from modan_monai.apps.monailabel.lib.safety import (  # noqa: E402
     upload_suffix,
 )
 
-__all__ = ["GuardMiddleware", "app", "check_request", "cors_origins", "drop_tracebacks", "foreign_host",
-           "foreign_origin", "path_replacements", "scrub"]
+__all__ = ["GuardMiddleware", "app", "check_request", "cors_origins", "dicomweb_upstream", "drop_tracebacks",
+           "foreign_host", "foreign_origin", "not_served", "path_replacements", "scrub"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +91,8 @@ NOT_SERVED = {
     "/proxy/": "the DICOMweb proxy serves DICOMweb datastores; this app serves a local folder",
     "/logs": "the server log is read on the server (<app>/logs/app.log), not over HTTP",
 }
+#: where the bundled OHIF viewer reads studies (its app-config.js: ``qidoRoot`` / ``wadoRoot``)
+PROXY_PREFIX = "/proxy/dicom"
 #: the hash algorithms ``HEAD /datastore/image?check_sum=<algorithm>:<digest>`` knows
 CHECKSUM_ALGORITHMS = ("SHA256", "SHA512", "MD5")
 #: methods that only read (a page from any origin may send them; it cannot read the answer without CORS)
@@ -103,6 +114,31 @@ def cors_origins(conf_value: str | None, setting: list[Any] | None = None) -> li
         if origin != "*" and (scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/")):
             raise ValueError(f"--conf cors_origins: {origin!r} is not an origin (http://host:port or https://host)")
     return [o.rstrip("/") for o in origins]
+
+
+def dicomweb_upstream() -> DicomWebUpstream | None:
+    """The DICOMweb server the app serves as its datastore (``--studies http(s)://...``, MONAI Label's DICOMweb
+    credential and prefix settings), or ``None`` for a local folder."""
+    studies = settings.MONAI_LABEL_STUDIES or ""
+    if not studies.startswith(("http://", "https://")):
+        return None
+    return DicomWebUpstream(studies, settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD,
+                            settings.MONAI_LABEL_QIDO_PREFIX, settings.MONAI_LABEL_WADO_PREFIX,
+                            float(settings.MONAI_LABEL_DICOMWEB_PROXY_TIMEOUT))
+
+
+def not_served(path: str) -> str | None:
+    """Why ``path`` is answered 404 before any endpoint sees it (see :data:`NOT_SERVED`), or ``None``; the
+    DICOMweb proxy's QIDO-RS and WADO-RS paths are served when the app serves a DICOMweb datastore (MONAI Label's
+    other proxy paths, STOW-RS included, never)."""
+    for prefix, why in NOT_SERVED.items():
+        if path.startswith(prefix):
+            if prefix != "/proxy/" or dicomweb_upstream() is None:
+                return why
+            if not any(path.startswith(f"{PROXY_PREFIX}/{service}/") for service in SERVICES):
+                return (f"path: the DICOMweb proxy reads {[f'{PROXY_PREFIX}/{s}/...' for s in SERVICES]} "
+                        "(QIDO-RS, WADO-RS) only")
+    return None
 
 
 def path_replacements() -> list[tuple[str, str]]:
@@ -302,7 +338,8 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        refusal = next(((404, why) for prefix, why in NOT_SERVED.items() if path.startswith(prefix)), None)
+        why = not_served(path)
+        refusal = (404, why) if why is not None else None
         if ".." in path.split("/"):
             refusal = (404, "path: no '..' segments")
         origin = foreign_origin(scope, self.origins)
@@ -373,6 +410,28 @@ async def _internal_error(request: Request, err: Exception) -> JSONResponse:
                         status_code=500)
 
 
+async def _proxy_dicom(request: Request, service: str, path: str,
+                       user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Response:
+    """``/proxy/dicom/<service>/<path>``: a read of the app's DICOMweb server (see
+    :mod:`~modan_monai.apps.monailabel.lib.proxy`)."""
+    upstream = dicomweb_upstream()
+    if upstream is None:  # GuardMiddleware answers first; this holds without it too
+        raise ServingError(404, NOT_SERVED["/proxy/"])
+    own_root = f"{request.scope.get('root_path', '')}{settings.MONAI_LABEL_API_STR}{PROXY_PREFIX}/wado"
+    answer = await run_in_threadpool(forward, upstream, service, path, request.url.query, dict(request.headers),
+                                     request.method, own_root)
+    headers = {"content-type": answer.content_type} if answer.content_type else {}
+    return Response(answer.body if request.method != "HEAD" else b"", status_code=answer.status, headers=headers)
+
+
+def _mount_proxy(application: Any) -> None:
+    """Put :func:`_proxy_dicom` in front of MONAI Label's proxy routes (every method: a write is refused with a
+    405 naming the method); the first matching route answers."""
+    route = APIRoute(f"{settings.MONAI_LABEL_API_STR}{PROXY_PREFIX}/{{service}}/{{path:path}}", _proxy_dicom,
+                     methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    application.router.routes.insert(0, route)
+
+
 def _configure(application: Any) -> None:
     origins = cors_origins(str(settings.MONAI_LABEL_APP_CONF.get("cors_origins") or ""),
                            settings.MONAI_LABEL_CORS_ORIGINS)
@@ -388,6 +447,7 @@ def _configure(application: Any) -> None:
     application.add_exception_handler(MONAILabelException, _monailabel_error)
     application.add_exception_handler(Exception, _internal_error)
     uploads.install()
+    _mount_proxy(application)
 
 
 _configure(app)

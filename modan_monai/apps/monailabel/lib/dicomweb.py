@@ -52,7 +52,7 @@ from modan_monai.apps.monailabel.lib.bundle import ServingError  # noqa: E402
 from modan_monai.apps.monailabel.lib.safety import inside, name_problem, plain_name, shown  # noqa: E402
 
 __all__ = ["DICOMwebError", "NON_IMAGE_MODALITIES", "PacsDatastore", "check_dicomweb", "dicomweb_session",
-           "install_seg_writer", "seg_file", "seg_tag", "write_seg"]
+           "install_seg_writer", "read_seg", "seg_file", "seg_tag", "write_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 NON_IMAGE_MODALITIES = ("SEG", "SR", "PR", "KO", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "REG", "DOC", "AU",
                         "ECG", "PLAN", "FID", "RWV")
 _SEG_DESCRIPTION = re.compile(r"^modan_monai (?P<tag>[^:\s]+):")
+_SEGMENT_VALUE = re.compile(r"label value (\d{1,5})")
 # data elements pydicom-seg's writer fills with its own placeholders ("Session1", "Reader1"): not the study's
 _PLACEHOLDERS = ("ClinicalTrialSeriesID", "ClinicalTrialTimePointID", "ClinicalTrialCoordinatingCenterName")
 
@@ -119,7 +120,8 @@ def write_seg(series_dir: str | os.PathLike, label_file: str | os.PathLike, desc
         names: segment name per label value (default ``label <value>``).
 
     Returns:
-        the SEG dataset, or ``None`` when the label map has no foreground (a SEG needs a segment).
+        the SEG dataset, or ``None`` when the label map has no foreground (a SEG needs a segment). Its segments
+        are the label values present, numbered 1..k in increasing order, each described as ``label value <v>``.
     """
     import SimpleITK as sitk
     import pydicom_seg
@@ -128,13 +130,16 @@ def write_seg(series_dir: str | os.PathLike, label_file: str | os.PathLike, desc
     values = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(mask)) if v != 0]
     if not values:
         return None
+    # segment numbers run 1..k without gaps (PS3.3 C.8.20.2; OHIF cannot draw a SEG with gaps or empty segments);
+    # each segment's description keeps the label value it stands for (read back by :func:`read_seg`)
+    mask = sitk.ChangeLabel(mask, changeMap={float(v): float(n) for n, v in enumerate(values, 1) if v != n})
     segments = []
-    for value in values:
+    for number, value in enumerate(values, 1):
         name = (names or {}).get(value) or f"label {value}"
         segments.append({
-            "labelID": value,
+            "labelID": number,
             "SegmentLabel": name[:64],
-            "SegmentDescription": name[:64],
+            "SegmentDescription": f"label value {value}",
             "SegmentAlgorithmType": "AUTOMATIC",
             "SegmentAlgorithmName": "modan_monai",
             "SegmentedPropertyCategoryCodeSequence": {"CodeValue": "123037004", "CodingSchemeDesignator": "SCT",
@@ -156,6 +161,33 @@ def write_seg(series_dir: str | os.PathLike, label_file: str | os.PathLike, desc
             del seg[keyword]
     seg.ContentCreatorName = ""  # type 2: present, empty (pydicom-seg writes "Reader1")
     return seg
+
+
+def read_seg(series_dir: str | os.PathLike) -> str:
+    """The label map (a temporary ``.nii.gz``) of the DICOM SEG in ``series_dir``: each segment's pixels take the
+    label value its ``SegmentDescription`` records (``label value <v>``, as :func:`write_seg` writes), else its
+    segment number (a SEG from another tool). The caller removes the file.
+
+    Raises:
+        ValueError: the folder holds no single SEG instance (naming the folder).
+    """
+    import SimpleITK as sitk
+    import pydicom_seg
+
+    files = sorted(Path(series_dir).iterdir())
+    if len(files) != 1:
+        raise ValueError(f"SEG series folder {Path(series_dir).name} holds {len(files)} files, not one SEG instance")
+    seg = pydicom.dcmread(str(files[0]))
+    values = {}
+    for item in seg.SegmentSequence:
+        match = _SEGMENT_VALUE.fullmatch(str(item.get("SegmentDescription", "")))
+        if match and int(match.group(1)) != int(item.SegmentNumber):
+            values[float(item.SegmentNumber)] = float(match.group(1))
+    image = sitk.ChangeLabel(pydicom_seg.MultiClassReader().read(seg).image, changeMap=values)
+    fd, path = tempfile.mkstemp(suffix=".nii.gz")
+    os.close(fd)
+    sitk.WriteImage(image, path, True)
+    return path
 
 
 def _with_source_geometry(mask: Any, sources: list[Dataset]) -> Any:
@@ -403,6 +435,35 @@ class PacsDatastore(DICOMWebDatastore):
         """Image series without a SEG of ``label_tag`` (default ``final``)."""
         labeled = set(self.get_labeled_images(label_tag, labels))
         return [s for s in self.list_images() if s not in labeled]
+
+    def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        """The label map (in the cache) of SEG series ``label_id`` of image series ``image_id`` for the ``final``
+        tag, retrieved and read with :func:`read_seg` (label values as written, not segment numbers); other tags
+        from the cache.
+
+        Raises:
+            ServingError: 404 the SEG's folder would lie outside the cache; 502 the server did not answer.
+        """
+        if label_tag != DefaultLabelTag.FINAL:
+            return LocalDatastore.get_label_uri(self, label_id, label_tag)
+        label_dir = os.path.join(self._datastore.label_path(label_tag), label_id)
+        label_file = os.path.join(self._datastore.label_path(label_tag), f"{image_id}.nii.gz")
+        if not inside(label_dir, self.root) or not inside(label_file, self.root):
+            raise ServingError(404, f"parameter label: no label {shown(label_id)!r} in the datastore")
+        if not os.path.isfile(label_file):
+            if not os.path.isdir(label_dir) or not os.listdir(label_dir):
+                try:
+                    dicom_web_download_series(None, label_id, label_dir, self._client)
+                except requests.RequestException as err:
+                    shutil.rmtree(label_dir, ignore_errors=True)
+                    raise ServingError(502, f"the DICOMweb server {self.url} did not return SEG series {label_id} "
+                                            f"({type(err).__name__})") from err
+            converted = read_seg(label_dir)
+            try:
+                LocalDatastore.save_label(self, image_id, converted, label_tag, self._dicom_info(label_id))
+            finally:
+                os.unlink(converted)
+        return label_file
 
     def _download_labeled_data(self) -> None:
         """Cache each image series with a ``final`` SEG and that SEG as a label map (for training)."""
