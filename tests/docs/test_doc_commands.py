@@ -41,7 +41,9 @@ has just done it), the test suite itself (``python -m pytest tests``: CI's next 
 earlier block already ran, identical after these changes (same folder, same text up to blanks and
 ``--logging_file``), runs once: later blocks reuse its outputs.
 
-Each block's wall time is printed at the end of the module (shown with ``pytest -s``).
+The blocks run in a background thread from the start of the session (``tests/docs/conftest.py``), one after
+another on one core, while the rest of the suite runs; each block's test waits for its result. Each block's
+wall time is printed at the end of the session (shown with ``pytest -s``).
 """
 
 from __future__ import annotations
@@ -49,8 +51,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -287,48 +293,138 @@ def needs_shared(blocks: list[Block]) -> set[str]:
 
 
 SHARED_BLOCKS = needs_shared(BLOCKS)
-_TIMES: list[tuple[str, str, float | None]] = []
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bool]]:
-    """The shared sandbox (see module doc) and whether the shared datasets are there; prints the times at the end."""
-    env = os.environ.get("MODAN_SHARED_DATASETS")
-    shared = Path(env) if env else REPO.parent / "shared" / "datasets"
-    have_shared = shared.is_dir()
-    yield build_sandbox(tmp_path_factory.mktemp("docs"), shared if have_shared else None), have_shared
-    rows = ["| block | wall time (s) | run |", "|---|---|---|"]
-    rows += [f"| {name} | {'' if t is None else f'{t:.1f}'} | {status} |" for name, status, t in _TIMES]
-    table = "\n".join(rows) + f"\n\ntotal run: {sum(t for _, _, t in _TIMES if t is not None):.1f} s\n"
-    print("\n" + table)
+@dataclass
+class BlockRun:
+    """How a block ended: ``status`` ``ran`` / ``failed`` / ``illustrative`` / ``no shared``, with the details."""
+
+    status: str
+    reason: str = ""
+    script: str = ""
+    output: str = ""
+    returncode: int = 0
+    seconds: float | None = None
 
 
-_SEEN: set[str] = set()
+class BackgroundRunner:
+    """Runs the selected blocks one after another in a thread, from the start of the session, while the rest of
+    the suite runs (the blocks take one core: ``OMP_NUM_THREADS=1``); each test waits for its block's result.
+
+    The blocks share one sandbox (module doc) with its own demo corpus folder (``MODAN_MONAI_DEMO_DIR``), so that
+    nothing they write meets what other tests write at the same time.
+    """
+
+    def __init__(self, blocks: list[Block]) -> None:
+        env = os.environ.get("MODAN_SHARED_DATASETS")
+        shared = Path(env) if env else REPO.parent / "shared" / "datasets"
+        self.have_shared = shared.is_dir()
+        self.root = Path(tempfile.mkdtemp(prefix="modan_docs_"))
+        self.sandbox = build_sandbox(self.root, shared if self.have_shared else None)
+        self.blocks = blocks
+        self.results: dict[str, BlockRun] = {}
+        self.done = {block.name: threading.Event() for block in blocks}
+        self.process: subprocess.Popen | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run_all, name="doc-blocks", daemon=True)
+        self.thread.start()
+
+    def _run_all(self) -> None:
+        seen: set[str] = set()
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+                   MODAN_MONAI_DEMO_DIR=str(self.root / "demo"))
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        for block in self.blocks:
+            try:
+                self.results[block.name] = self._run(block, seen, env)
+            except Exception as err:  # noqa: BLE001 - reported by the block's test
+                self.results[block.name] = BlockRun("failed", output=f"{type(err).__name__}: {err}", returncode=-1)
+            finally:
+                self.done[block.name].set()
+
+    def _run(self, block: Block, seen: set[str], env: dict[str, str]) -> BlockRun:
+        if block.illustrative:
+            return BlockRun("illustrative", block.illustrative)
+        if block.name in SHARED_BLOCKS and not self.have_shared:
+            return BlockRun("no shared", "it reads ../shared/datasets or what a block on them writes: absent here")
+        script = block_script(block, seen)
+        if self.stopped:
+            return BlockRun("failed", script=script, output="the session ended first", returncode=-1)
+        start = time.perf_counter()
+        self.process = subprocess.Popen(["bash", "-c", script], cwd=self.sandbox, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            output, _ = self.process.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            output, _ = self.process.communicate()
+        elapsed = time.perf_counter() - start
+        code = self.process.returncode
+        return BlockRun("ran" if code == 0 else "failed", script=script, output=output, returncode=code,
+                        seconds=elapsed)
+
+    def result(self, block: Block) -> BlockRun:
+        self.done[block.name].wait()
+        return self.results[block.name]
+
+    def stop(self) -> None:
+        """Stop the running block (its whole process group) and the blocks after it."""
+        self.stopped = True
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def close(self, keep: bool) -> None:
+        """Stop, print the wall times, and remove the sandbox unless ``keep``."""
+        self.stop()
+        self.thread.join(timeout=60)
+        rows = ["| block | wall time (s) | run |", "|---|---|---|"]
+        rows += [f"| {block.name} | {'' if run.seconds is None else f'{run.seconds:.1f}'} | {run.status} |"
+                 for block in self.blocks if (run := self.results.get(block.name))]
+        total = sum(run.seconds or 0.0 for run in self.results.values())
+        print("\n" + "\n".join(rows) + f"\n\ntotal run: {total:.1f} s\n")
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+#: the session's runner (started by ``tests/docs/conftest.py`` once the blocks to run are known)
+RUNNER: BackgroundRunner | None = None
+
+
+def start_runner(blocks: list[Block]) -> BackgroundRunner:
+    """Start running ``blocks`` (in :data:`BLOCKS` order) in the background; called once per session."""
+    global RUNNER
+    RUNNER = BackgroundRunner(sorted(set(blocks), key=BLOCKS.index))
+    return RUNNER
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.name for b in BLOCKS])
-def test_doc_block_runs(block: Block, sandbox: tuple[Path, bool]) -> None:
+def test_doc_block_runs(block: Block) -> None:
     """The block runs with bash from the sandbox root and exits 0 (shrunk as the module doc says)."""
-    if block.illustrative:
-        _TIMES.append((block.name, f"illustrative: {block.illustrative}", None))
-        pytest.skip(f"{block.name} is illustrative: {block.illustrative}")
-    root, have_shared = sandbox
-    if block.name in SHARED_BLOCKS and not have_shared:
-        _TIMES.append((block.name, "skipped: no shared datasets", None))
-        pytest.skip(f"{block.name} reads ../shared/datasets or what a block on them writes: absent here")
-    script = block_script(block, _SEEN)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    start = time.perf_counter()
-    result = subprocess.run(
-        ["bash", "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False
+    runner = RUNNER if RUNNER is not None and block.name in RUNNER.done else start_runner([block])
+    run = runner.result(block)
+    if run.status == "illustrative":
+        pytest.skip(f"{block.name} is illustrative: {run.reason}")
+    if run.status == "no shared":
+        pytest.skip(f"{block.name} {run.reason}")
+    assert run.returncode == 0, (
+        f"{block.name}: the block fails as written (exit {run.returncode}); the script run:\n{run.script}\n"
+        f"--- output (last 6000 characters) ---\n{run.output[-6000:]}"
     )
-    elapsed = time.perf_counter() - start
-    _TIMES.append((block.name, "ran" if result.returncode == 0 else f"FAILED ({result.returncode})", elapsed))
-    assert result.returncode == 0, (
-        f"{block.name}: the block fails as written (exit {result.returncode}); the script run:\n{script}\n"
-        f"--- output (last 6000 characters) ---\n{(result.stdout + result.stderr)[-6000:]}"
-    )
+
+
+def test_the_runner_reports_a_failing_block_with_its_output() -> None:
+    """A block that exits non-zero is reported with its exit status and output; illustrative ones are not run."""
+    failing = Block("docs/example.md", 3, "echo written > out.txt\necho broken >&2\nexit 3")
+    shown = Block("docs/example.md", 9, "# illustrative: a placeholder path\nexit 1")
+    runner = BackgroundRunner([failing, shown])
+    try:
+        run = runner.result(failing)
+        assert (run.status, run.returncode) == ("failed", 3) and "broken" in run.output
+        assert (runner.sandbox / "out.txt").read_text() == "written\n"  # it ran from the sandbox root
+        assert runner.result(shown).status == "illustrative"
+    finally:
+        runner.close(keep=False)
+    assert not runner.root.exists()
 
 
 def test_every_table_row_reaches_a_documented_command() -> None:
