@@ -133,6 +133,7 @@ def test_classify_scores_the_images_without_a_class(server: LocalServer) -> None
         ({"simulation_size": 1000}, 422, "simulation_size"),
         ({"simulation_size": "5; ls"}, 422, "simulation_size"),
         ({"simulation_size": 1}, 422, "simulation_size"),
+        ({"simulation_size": "inf"}, 422, "simulation_size"),
         ({"max_samples": -1}, 422, "max_samples"),
         ({"model": "nosuch"}, 422, "model"),
         ({"model": "../segment"}, 400, "model"),

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from modan_monai._excepthook import root_cause
 from modan_monai.apps.monailabel.lib.bundle import ServedBundle, ServingError
 from modan_monai.apps.monailabel.lib.request import request_rows
-from modan_monai.apps.monailabel.lib.safety import plain_name, shown
+from modan_monai.apps.monailabel.lib.safety import number, plain_name, shown
 
 __all__ = [
     "EpistemicModel",
@@ -103,15 +104,10 @@ def has_dropout(network: torch.nn.Module) -> bool:
 def _int_param(request: Mapping[str, Any], key: str) -> int:
     default, low, high = SCORING_LIMITS[key]
     value = request.get(key, default)
-    number = None
-    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    if number is None or number != number or number != int(number) or not low <= number <= high:
+    given = number(value)
+    if given is None or not math.isfinite(given) or given != int(given) or not low <= given <= high:
         raise ServingError(422, f"parameter {key}: {shown(value)} is not an integer in [{low}, {high}]")
-    return int(number)
+    return int(given)
 
 
 def scoring_params(request: Mapping[str, Any], models: Sequence[str]) -> tuple[list[str], int, int]:

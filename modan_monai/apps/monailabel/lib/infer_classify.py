@@ -22,7 +22,7 @@ from modan_monai._excepthook import root_cause
 from modan_monai.apps.monailabel.lib.bundle import ServedBundle, ServingError
 from modan_monai.apps.monailabel.lib.infer_task import BundleRowsInferTask
 from modan_monai.apps.monailabel.lib.request import request_rows
-from modan_monai.apps.monailabel.lib.safety import shown
+from modan_monai.apps.monailabel.lib.safety import number, shown
 from modan_monai.evaluation.training import TASKS
 
 __all__ = ["ClassificationInfer", "DEFAULT_THRESHOLD", "threshold_param"]
@@ -49,15 +49,10 @@ def threshold_param(value: Any, label_type: str, model: str = "classify") -> flo
     if label_type != "multilabel":
         raise ServingError(422, f"model {model!r}: parameter threshold={shown(value)} applies to multi-label models; "
                                 f"this one is {label_type} (its label is the most probable class)")
-    number = None
-    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number) or not 0.0 <= number <= 1.0:
+    given = number(value)
+    if given is None or not math.isfinite(given) or not 0.0 <= given <= 1.0:
         raise ServingError(422, f"model {model!r}: parameter threshold={shown(value)} is not a number in [0, 1]")
-    return number
+    return given
 
 
 class ClassificationInfer(BundleRowsInferTask):

@@ -32,6 +32,7 @@ __all__ = [
     "json_object",
     "name_problem",
     "no_server_keys",
+    "number",
     "plain_name",
     "shown",
     "upload_suffix",
@@ -122,6 +123,21 @@ def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     except (ValueError, TypeError, OSError):
         return False
     return real != base and os.path.commonpath([real, base]) == base
+
+
+def number(value: Any) -> float | None:
+    """``value`` (a number, or text holding one) as a float, or ``None`` (a boolean, a list, other text).
+
+    Example:
+        >>> number("0.5"), number(True), number("high")
+        (0.5, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def _finite_float(text: str) -> float:
