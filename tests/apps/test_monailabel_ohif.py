@@ -78,7 +78,7 @@ def viewer_app(orthanc: Any, shared_datasets: Path, bench: Any, tmp_path_factory
     assert orthanc.upload(data)["Status"] == "Success"
     source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     weights = write_initial_weights(repository_bundle("segment"), root / "segment.pt", {"image_size": MODEL_SIZE})
-    state = torch.load(weights)
+    state = torch.load(weights, weights_only=True)
     state["segmentation_head.0.weight"].zero_()
     state["segmentation_head.0.bias"].copy_(torch.tensor([10.0, -10.0, -10.0]))
     torch.save(state, weights)

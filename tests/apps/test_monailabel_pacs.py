@@ -227,7 +227,7 @@ def pacs_app(orthanc, datasets, tiny_dicom, tmp_path_factory):
             ids[name] = {"series": str(ds.SeriesInstanceUID), "study": str(ds.StudyInstanceUID), "ds": ds}
         # segment: channel 0 (heart) everywhere, so the label map is not empty whatever the image
         weights = write_initial_weights(repository_bundle("segment"), root / "segment.pt", {"image_size": SIZE})
-        state = torch.load(weights)
+        state = torch.load(weights, weights_only=True)
         state["segmentation_head.0.weight"].zero_()
         state["segmentation_head.0.bias"].copy_(torch.tensor([10.0, -10.0, -10.0]))
         torch.save(state, weights)
