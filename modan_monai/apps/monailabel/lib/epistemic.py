@@ -260,10 +260,10 @@ class EpistemicScoring(ScoringMethod):
         keys = score_keys(model)
         start = time.time()
         images = sorted(spec.unlabelled(datastore))
-        todo = [i for i in images if (datastore.get_image_info(i) or {}).get(keys["ts"]) != stamp]
-        todo = todo[:max_samples] if max_samples else todo
+        pending = [i for i in images if (datastore.get_image_info(i) or {}).get(keys["ts"]) != stamp]
+        pending = pending[:max_samples] if max_samples else pending
         failed: dict[str, str] = {}
-        for image_id in todo:
+        for image_id in pending:
             try:
                 score = self.score_image(model, image_id, datastore, network, passes)
             except ServingError as err:
@@ -273,7 +273,7 @@ class EpistemicScoring(ScoringMethod):
             datastore.update_image_info(image_id, {keys["score"]: score, keys["ts"]: stamp, keys["method"]: method})
             logger.info(f"epistemic scoring: {model} {image_id} -> {score:.6g} ({method}, {passes} passes)")
         summary = {"method": method, "simulation_size": passes, "total": len(images),
-                   "skipped": len(images) - len(todo), "executed": len(todo) - len(failed), "failed": failed,
+                   "skipped": len(images) - len(pending), "executed": len(pending) - len(failed), "failed": failed,
                    "latency": round(time.time() - start, 3)}
         logger.info(f"epistemic scoring {model}: {summary}")
         return summary
